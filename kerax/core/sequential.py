@@ -1,0 +1,124 @@
+"""``Chain``: the sequential combinator, a layer made of layers applied in order.
+
+``Chain((a, b, c))`` is the layer ``x -> c(b(a(x)))``. Its params and state are dicts
+keyed by the children's names (see :mod:`kerax.core.naming`); children without weights
+contribute no key. The same layer object listed twice shares its weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from kerax import errors
+from kerax.core import naming, specs
+from kerax.core.layer import Layer
+from kerax.core.rng import derive
+
+
+def unique(layers: Any) -> list:
+    """Distinct layer objects in first-seen order (identity, not equality)."""
+    seen: set[int] = set()
+    out = []
+    for layer in layers:
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            out.append(layer)
+    return out
+
+
+def output_spec(layer: Layer, params: Any, state: Any, x: Any, training: bool = False) -> Any:
+    """Abstract output of ``layer.apply`` (no computation, works under ``jit``)."""
+    return jax.eval_shape(
+        lambda p, s, a: layer.apply(p, s, a, training=training)[0],
+        specs.to_spec(params),
+        specs.to_spec(state),
+        specs.to_spec(x),
+    )
+
+
+class Chain(Layer):
+    """Applies ``layers`` in order; a layer itself, so chains nest.
+
+    Input shape: that of the first layer. Output shape: that of the last.
+
+    Example::
+
+        mlp = Chain((layers.Dense(64, activation="relu"), layers.Dense(10)))
+        params, state = mlp.init(jax.random.key(0), jnp.zeros((1, 784)))
+    """
+
+    layers: tuple = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._set("layers", tuple(self.layers))
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise errors.ConfigError(
+                    f"{type(self).__name__}: entry {i} is not a layer; received "
+                    f"{type(layer).__name__} {str(layer)[:80]}"
+                )
+        distinct = unique(self.layers)
+        names = naming.assign_names(distinct, f"{type(self).__name__} {self.name or ''}".strip())
+        by_id = {id(layer): name for layer, name in zip(distinct, names)}
+        self._set("_names", tuple(by_id[id(layer)] for layer in self.layers))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The children's names, in order (a shared layer repeats its name)."""
+        return self._names
+
+    @property
+    def declared_input_shape(self) -> tuple | None:
+        """``(None, *input_shape)`` if this chain or its first layer declares one."""
+        shape = self.input_shape
+        if shape is None and self.layers:
+            shape = self.layers[0].input_shape
+        return None if shape is None else (None, *shape)
+
+    def _check_input(self, x: Any) -> None:
+        declared = self.declared_input_shape
+        if declared is not None and specs.is_arraylike(x):
+            specs.check_input(declared, tuple(x.shape), "input")
+
+    def init(self, rng: jax.Array, x: Any) -> tuple[dict, dict]:
+        x = specs.to_spec(x)
+        try:
+            self._check_input(x)
+        except errors.KeraxError as e:
+            raise self._error(type(e), e.message) from None
+        params: dict = {}
+        state: dict = {}
+        for name, layer in zip(self.names, self.layers):
+            with naming.scope(name, layer):
+                if name not in params and name not in state:
+                    p, s = layer.init(derive(rng, name), x)
+                    if p:
+                        params[name] = p
+                    if s:
+                        state[name] = s
+                x = output_spec(layer, params.get(name, {}), state.get(name, {}), x)
+        return params, state
+
+    def apply(self, params, state, x, *, rng=None, training=False):
+        try:
+            self._check_input(x)
+        except errors.KeraxError as e:
+            raise self._error(type(e), e.message) from None
+        new_state = dict(state)
+        calls: dict[str, int] = {}
+        for name, layer in zip(self.names, self.layers):
+            k = calls.get(name, 0)
+            calls[name] = k + 1
+            key = derive(rng, name)
+            if k:
+                key = derive(key, f"call{k}")
+            with naming.scope(name, layer):
+                x, s = layer.apply(
+                    params.get(name, {}), new_state.get(name, {}), x, rng=key, training=training
+                )
+            if s:
+                new_state[name] = s
+        return x, new_state

@@ -1,0 +1,275 @@
+"""``kx.Model``: the Keras facade over a pure combinator, holding the trained weights.
+
+A model *is* a layer: ``init`` and ``apply`` delegate to its pure core (a
+:class:`~kerax.core.Graph` here, a :class:`~kerax.core.Chain` for ``Sequential``), never
+read the held weights, and let models nest inside other models. On top of that the model
+is the one mutable object in kerax: after :meth:`build` (or ``fit``) it holds
+``model.params`` and ``model.state``, and carries the Keras methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from kerax import errors
+from kerax.core import specs
+from kerax.core.functional import Graph
+from kerax.core.layer import Layer, check_name
+from kerax.core.symbolic import is_symbolic
+from kerax.models import weights
+
+
+class Model(Layer):
+    """A functional model: ``kx.Model(inputs, outputs, name=None)``.
+
+    ``inputs`` and ``outputs`` are symbolic tensors (from ``kx.Input`` and layer calls),
+    or lists or dicts of them; ``apply`` takes and returns the same structures.
+
+    Example::
+
+        x = kx.Input(shape=(4,), name="x")
+        y = layers.Dense(2)(layers.Dense(8, activation="relu")(x))
+        model = kx.Model(x, y)
+    """
+
+    _facade = True
+
+    def __init__(self, inputs: Any = None, outputs: Any = None, name: str | None = None) -> None:
+        if inputs is None or outputs is None:
+            raise errors.ConfigError(
+                "kx.Model needs inputs= and outputs= (symbolic tensors from kx.Input and "
+                "layer calls); for a stack of layers use kx.Sequential"
+            )
+        self._init_facade(name)
+        self._core = Graph(inputs=inputs, outputs=outputs, name=name)
+
+    def _init_facade(self, name: str | None) -> None:
+        check_name(type(self).__name__, name)
+        self.name = name
+        self.input_shape = None
+        self.dtype = None
+        self._params = None
+        self._state = None
+        self._weight_order = None
+        self._input_spec = None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        object.__setattr__(self, key, value)
+
+    @classmethod
+    def default_name(cls) -> str:
+        return "functional" if cls is Model else super().default_name()
+
+    # -- the pure protocol, delegated -----------------------------------------------------
+
+    @property
+    def core(self) -> Layer:
+        """The pure combinator this model delegates ``init`` and ``apply`` to."""
+        return self._core
+
+    def init(self, rng, x):
+        with self._naming_errors():
+            return self.core.init(rng, x)
+
+    def apply(self, params, state, x, *, rng=None, training=False):
+        with self._naming_errors():
+            return self.core.apply(params, state, x, rng=rng, training=training)
+
+    @contextlib.contextmanager
+    def _naming_errors(self):
+        """Errors about the model's own inputs name the model, not its pure core."""
+        try:
+            yield
+        except errors.KeraxError as e:
+            if not e.path and e.layer_class == type(self.core).__name__:
+                e.layer_class = type(self).__name__
+                e.layer_name = self.name or self.default_name()
+            raise
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        """On symbolic tensors: a node of a bigger graph. On arrays: the outputs, computed
+        with the held weights (``training=False`` unless asked)."""
+        if is_symbolic(x):
+            return Layer.__call__(self, x)
+        y, _ = self.apply(self.params, self.state, x, training=training)
+        return y
+
+    # -- structure --------------------------------------------------------------------------
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The model's direct layers, in order (Input layers first for functional models)."""
+        return list(self.core.layers)
+
+    def layer_names(self) -> list[str]:
+        return [self.core.layer_name(layer) for layer in self.core.layers]
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        """The direct child layer called ``name`` (or at position ``index``)."""
+        layers, names = self.layers, self.layer_names()
+        if index is not None:
+            if not -len(layers) <= index < len(layers):
+                raise errors.LayerNameError(
+                    f"get_layer: index {index} is out of range for a model with {len(layers)} layers"
+                )
+            return layers[index]
+        if name in names:
+            return layers[names.index(name)]
+        raise errors.LayerNameError(
+            f"get_layer: no layer named {name!r}.{errors.suggest(str(name), names)} "
+            f"Layers: {names}"
+        )
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.core.input_names
+
+    # -- building and held weights ------------------------------------------------------------
+
+    def _declared_specs(self, batch: int = 1) -> Any:
+        """Specs for init from the declared input shapes (batch ``batch``)."""
+        import jax.numpy as jnp
+
+        tensors = jax.tree.leaves(self.core.inputs, is_leaf=lambda t: hasattr(t, "node"))
+        made = [
+            jax.ShapeDtypeStruct(specs.with_batch(t.shape, batch), jnp.dtype(t.dtype))
+            for t in tensors
+        ]
+        treedef = jax.tree.structure(self.core.inputs, is_leaf=lambda t: hasattr(t, "node"))
+        return jax.tree.unflatten(treedef, made)
+
+    @property
+    def built(self) -> bool:
+        return self._params is not None
+
+    def build(self, input_shape: Any = None, *, seed: int | jax.Array | None = None) -> None:
+        """Creates the held weights for inputs of ``input_shape`` (batch axis included).
+
+        Without ``input_shape`` the declared input shapes are used. ``seed`` defaults to
+        the one from ``kx.utils.set_random_seed``, or a fresh random seed.
+        """
+        if input_shape is None:
+            x = self._declared_specs()
+        else:
+            x = _specs_from_shapes(input_shape)
+        self._build_from(x, seed)
+
+    def _build_from(self, x: Any, seed: Any = None) -> None:
+        from kerax.utils import make_key
+
+        key = make_key(seed)
+        spec = specs.to_spec(x)
+        order: list = []
+
+        def traced(rng, x):
+            p, s = self.init(rng, x)
+            order.extend(weights.ordered_paths(p, s))
+            return p, s
+
+        jax.eval_shape(traced, key, spec)
+        params, state = jax.jit(self.init)(key, spec)
+        self._weight_order = order
+        self._params, self._state = params, state
+        if isinstance(spec, jax.ShapeDtypeStruct):
+            from kerax.core.symbolic import ShapeSpec
+
+            self._input_spec = ShapeSpec((None, *spec.shape[1:]), spec.dtype)
+
+    def _ensure_built(self) -> None:
+        if self._params is None:
+            try:
+                self.build()
+            except errors.ShapeError:
+                raise errors.NotBuiltError(
+                    f"model {self.name or self.default_name()!r} has no weights yet and its "
+                    "input shape is not fully known; call model.build(input_shape) or fit it "
+                    "first"
+                ) from None
+
+    @property
+    def params(self) -> dict:
+        """The held trainable weights (a nested dict keyed by layer names)."""
+        self._ensure_built()
+        return self._params
+
+    @params.setter
+    def params(self, value: dict) -> None:
+        self._ensure_built()
+        weights.check_tree("params", self._params, value)
+        self._params = value
+
+    @property
+    def state(self) -> dict:
+        """The held non-trainable values (BatchNormalization's statistics, ...)."""
+        self._ensure_built()
+        return self._state
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        self._ensure_built()
+        weights.check_tree("state", self._state, value)
+        self._state = value
+
+    def get_weights(self) -> list[np.ndarray]:
+        """The held weights as a flat list of NumPy arrays, in Keras order (layer by layer,
+        each layer's trainable weights first, in creation order)."""
+        self._ensure_built()
+        return [np.asarray(a) for a in weights.gather(self._params, self._state, self._weight_order)]
+
+    def set_weights(self, values: list) -> None:
+        """Sets the held weights from a list in :meth:`get_weights` order."""
+        self._ensure_built()
+        self._params, self._state = weights.scatter(
+            self._params, self._state, self._weight_order, values
+        )
+
+    def count_params(self) -> int:
+        """Total number of values in params and state."""
+        return weights.count(self.params) + weights.count(self.state)
+
+    def summary(self, print_fn: Callable[[str], Any] | None = None, line_length: int | None = None) -> None:
+        """Prints a Keras-style table: layer (type), output shape, param count, totals."""
+        from kerax.models.summary import summary_text
+
+        text = summary_text(self, line_length=line_length)
+        (print_fn or print)(text)
+
+    # -- config -------------------------------------------------------------------------------
+
+    def get_config(self) -> dict:
+        config = self.core.get_config()
+        config["name"] = self.name
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> "Model":
+        core = Graph.from_config(config, custom_objects)
+        model = cls.__new__(cls)
+        model._init_facade(config.get("name"))
+        model._core = core
+        return model
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name or self.default_name()!r}>"
+
+
+def _specs_from_shapes(shape: Any) -> Any:
+    """A shape (tuple of ints), or a list/dict of shapes -> ShapeDtypeStructs (float32)."""
+    import jax.numpy as jnp
+
+    def is_shape(s: Any) -> bool:
+        return isinstance(s, (tuple, list)) and all(isinstance(d, int) or d is None for d in s)
+
+    if is_shape(shape):
+        return jax.ShapeDtypeStruct(specs.with_batch(shape, shape[0] or 1), jnp.float32)
+    if isinstance(shape, dict):
+        return {k: _specs_from_shapes(v) for k, v in shape.items()}
+    if isinstance(shape, (list, tuple)):
+        return [_specs_from_shapes(s) for s in shape]
+    raise errors.ConfigError(f"build: input_shape must be a shape tuple (batch first); received {shape!r}")
+
+
