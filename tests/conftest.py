@@ -7,6 +7,4 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import jax  # noqa: E402
-
-jax.config.update("jax_numpy_dtype_promotion", "strict")
+import jax  # noqa: E402,F401

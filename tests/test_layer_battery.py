@@ -39,6 +39,13 @@ def case(request):
     return request.param
 
 
+@pytest.fixture(autouse=True)
+def strict_dtypes():
+    """Layers must not rely on implicit dtype promotion (optax does, so only here)."""
+    with jax.numpy_dtype_promotion("strict"):
+        yield
+
+
 def test_abstract_shape_matches_real_output(case):
     layer = case.make()
     x = case.inputs()
