@@ -267,3 +267,26 @@ def test_lambda_config_needs_the_function_in_custom_objects():
 def test_unknown_config_key():
     with pytest.raises(errors.ConfigError, match=r"Dense.from_config: unknown config keys \['unit'\]"):
         layers.Dense.from_config({"unit": 3})
+
+
+# -- A3, A4: convolutions --------------------------------------------------------------------
+
+
+def _conv_model(declared: bool):
+    first = layers.Conv2D(4, 3, input_shape=(8, 8, 3)) if declared else layers.Conv2D(4, 3)
+    model = kx.Sequential([first, layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(2)])
+    model.build((None, 8, 8, 3))
+    return model
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a3_conv_without_batch_axis_suggests_x_none(declared):
+    with pytest.raises(errors.ShapeError, match=r"received (input of )?shape \(8, 8, 3\).*x\[None\]"):
+        _conv_model(declared)(np.zeros((8, 8, 3), np.float32))
+
+
+def test_a4_conv_channel_mismatch_names_both_counts():
+    with pytest.raises(errors.ShapeError, match=r"Layer 'conv2d' \(Conv2D\): expected 3 input channels .*received input of shape \(2, 8, 8, 1\)"):
+        _conv_model(False)(np.zeros((2, 8, 8, 1), np.float32))
+    with pytest.raises(errors.ShapeError, match=r"expected shape \(None, 8, 8, 3\); received shape \(2, 8, 8, 1\)"):
+        _conv_model(True)(np.zeros((2, 8, 8, 1), np.float32))
