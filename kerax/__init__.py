@@ -4,9 +4,21 @@ The curated public API. The pure core: ``kx.Layer``, ``kx.layers``, ``kx.activat
 ``kx.initializers``; the Keras facade: ``kx.Sequential``, ``kx.Model``, ``kx.Input``.
 """
 
-from kerax import activations, errors, initializers, layers, utils
+from kerax import (
+    activations,
+    callbacks,
+    errors,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    optimizers,
+    schedules,
+    utils,
+)
 from kerax.core import Chain, Graph, Input, Layer, SymbolicTensor, register_layer
 from kerax.models import Model, Sequential
+from kerax.training import TrainState, make_eval_step, make_predict_step, make_train_step
 
 __version__ = "0.1.0"
 
@@ -18,11 +30,20 @@ __all__ = [
     "Model",
     "Sequential",
     "SymbolicTensor",
+    "TrainState",
     "__version__",
     "activations",
+    "callbacks",
     "errors",
     "initializers",
     "layers",
+    "losses",
+    "make_eval_step",
+    "make_predict_step",
+    "make_train_step",
+    "metrics",
+    "optimizers",
     "register_layer",
+    "schedules",
     "utils",
 ]

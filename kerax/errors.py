@@ -81,6 +81,14 @@ class NotBuiltError(KeraxError, ValueError):
     """A model's weights were asked for before it was built."""
 
 
+class NotCompiledError(KeraxError, RuntimeError):
+    """``fit`` / ``evaluate`` / ``train_on_batch`` before ``compile``."""
+
+
+class NonFiniteLossError(KeraxError, FloatingPointError):
+    """Training produced non-finite losses more often than allowed (``on_nan="skip"``)."""
+
+
 class DataError(KeraxError, ValueError):
     """Training or evaluation data is unusable: empty, mismatched lengths, non-finite."""
 

@@ -13,7 +13,8 @@ import kerax
 ROOT = Path(kerax.__file__).parent
 SHELL = ("kerax.models", "kerax.training", "kerax.saving", "kerax.cli", "kerax.distribute", "kerax.utils")
 CORE_FILES = [*(ROOT / "core").glob("*.py"), *(ROOT / "layers").glob("*.py"),
-              ROOT / "activations.py", ROOT / "initializers.py"]
+              *(ROOT / name for name in ("activations.py", "initializers.py", "losses.py",
+                                         "_loss_utils.py", "metrics.py", "_confusion_metrics.py"))]
 
 
 def _module_name(path: Path) -> str:
@@ -82,8 +83,10 @@ def test_every_kerax_module_imports():
 
 
 PUBLIC = [
-    "Chain", "Graph", "Input", "Layer", "Model", "Sequential", "SymbolicTensor",
-    "__version__", "activations", "errors", "initializers", "layers", "register_layer", "utils",
+    "Chain", "Graph", "Input", "Layer", "Model", "Sequential", "SymbolicTensor", "TrainState",
+    "__version__", "activations", "callbacks", "errors", "initializers", "layers", "losses",
+    "make_eval_step", "make_predict_step", "make_train_step", "metrics", "optimizers",
+    "register_layer", "schedules", "utils",
 ]
 
 

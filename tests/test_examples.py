@@ -21,3 +21,15 @@ def test_pure_core_example_trains_an_ensemble():
     assert result["accuracy"] > 0.95
     assert len(result["member_accuracy"]) == 3 and min(result["member_accuracy"]) > 0.9
     assert len(result["per_example_grad_norms"]) == 4
+
+
+def test_mnist_style_mlp_example_learns():
+    result = _load("mnist_style_mlp").main(n_train=1200, n_test=300, epochs=2, verbose=0)
+    assert result["test_accuracy"] > 0.8
+    assert result["history"]["loss"][1] < result["history"]["loss"][0]
+
+
+def test_custom_train_loop_example_learns():
+    result = _load("custom_train_loop").main(epochs=2)
+    assert result["steps"] == 2 * (1792 // 64)
+    assert result["history"][-1]["val_accuracy"] > 0.7

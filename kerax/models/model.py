@@ -21,9 +21,10 @@ from kerax.core.functional import Graph
 from kerax.core.layer import Layer, check_name
 from kerax.core.symbolic import is_symbolic
 from kerax.models import weights
+from kerax.models.trainer import TrainingMethods
 
 
-class Model(Layer):
+class Model(TrainingMethods, Layer):
     """A functional model: ``kx.Model(inputs, outputs, name=None)``.
 
     ``inputs`` and ``outputs`` are symbolic tensors (from ``kx.Input`` and layer calls),
@@ -56,6 +57,7 @@ class Model(Layer):
         self._state = None
         self._weight_order = None
         self._input_spec = None
+        self._init_training()
 
     def __setattr__(self, key: str, value: Any) -> None:
         object.__setattr__(self, key, value)

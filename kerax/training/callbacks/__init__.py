@@ -1,0 +1,24 @@
+"""Callbacks: hooks into ``fit`` / ``evaluate`` / ``predict`` with Keras's names."""
+
+from kerax.training.callbacks.base import Callback, CallbackList
+from kerax.training.callbacks.checkpoint import ModelCheckpoint
+from kerax.training.callbacks.logging import CSVLogger, History, LambdaCallback
+from kerax.training.callbacks.monitor import (
+    EarlyStopping,
+    LearningRateScheduler,
+    ReduceLROnPlateau,
+    TerminateOnNaN,
+)
+
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "CallbackList",
+    "EarlyStopping",
+    "History",
+    "LambdaCallback",
+    "LearningRateScheduler",
+    "ModelCheckpoint",
+    "ReduceLROnPlateau",
+    "TerminateOnNaN",
+]

@@ -1,0 +1,130 @@
+"""``evaluate`` and ``predict``: compiled passes over data without updates.
+
+The last partial batch is padded to the full batch size and masked (its rows weigh 0),
+so every batch has one shape and nothing recompiles; losses and metrics stay exact.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kerax import errors
+from kerax.data import ArrayData, IterableData
+from kerax.training import setup
+from kerax.training.callbacks import CallbackList
+from kerax.training.callbacks.progress import Progress, resolve_verbose
+
+
+def padded_groups(n: int, batch_size: int, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(idx, mask)`` of shape (k, batch) covering rows 0..n-1; padding has mask 0."""
+    steps = math.ceil(n / batch_size)
+    groups = []
+    for g in range(0, steps, k):
+        idx = np.zeros((k, batch_size), np.int32)
+        mask = np.zeros((k, batch_size), np.float32)
+        for j in range(min(k, steps - g)):
+            rows = np.arange((g + j) * batch_size, min((g + j + 1) * batch_size, n))
+            idx[j, : len(rows)], mask[j, : len(rows)] = rows, 1.0
+        groups.append((idx, mask))
+    return groups
+
+
+def run_eval(model: Any, objectives: Any, data: ArrayData | IterableData, batch_size: int,
+             steps: int | None, verbose: int, callbacks: CallbackList | None = None) -> dict:
+    step = setup.eval_step_for(model, objectives)
+    mstate = step.init_metrics()
+    params, state = model.params, model.state
+    if isinstance(data, ArrayData):
+        groups = padded_groups(data.n, batch_size, 1)[:steps]
+        device_data = setup.to_device(data)
+        feed = ((device_data, jnp.asarray(i), jnp.asarray(m)) for i, m in groups)
+        total = len(groups)
+    else:
+        setup.check_targets(objectives, model, data.peek())
+        feed = ((jax.device_put(jax.tree.map(lambda a: a[None], (b.x, b.y, b.sample_weight))), None,
+                 jnp.ones((1, b.n), jnp.float32)) for b in data.epoch(steps))
+        total = steps
+    progress = Progress(verbose, total, "")
+    for i, (d, idx, mask) in enumerate(feed):
+        if callbacks is not None:
+            callbacks.on_test_batch_begin(i, None)
+        mstate = step.run(params, state, mstate, d, idx, mask)
+        progress.update(1, lambda: step.compute(mstate))
+        if callbacks is not None and callbacks.wants("on_test_batch_end"):
+            callbacks.on_test_batch_end(i, setup.host_logs(step.compute(mstate)))
+    logs = setup.host_logs(step.compute(mstate))
+    progress.close(logs)
+    return logs
+
+
+def evaluate(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
+             verbose: Any = "auto", sample_weight: Any = None, steps: int | None = None,
+             callbacks: list | None = None, return_dict: bool = False) -> Any:
+    """Keras's ``evaluate``: the loss, or ``[loss, *metrics]``, or a dict."""
+    compiled = setup.require_compiled(model, "evaluate")
+    data = setup.prepare(model, x, y, sample_weight, None, "x")
+    first = data if isinstance(data, ArrayData) else data.peek()
+    setup.build_if_needed(model, first.x, None)
+    objectives = setup.objectives_for(model, compiled, first.x)
+    if isinstance(data, ArrayData):
+        setup.check_targets(objectives, model, data)
+    cbs = CallbackList(callbacks or [], model, {"steps": steps, "verbose": 0})
+    cbs.on_test_begin(None)
+    logs = run_eval(model, objectives, data, batch_size or 32, steps, resolve_verbose(verbose), cbs)
+    cbs.on_test_end(logs)
+    if return_dict:
+        return logs
+    values = [logs[k] for k in objectives.log_names() if k in logs]
+    return values[0] if len(values) == 1 else values
+
+
+def _predict_fn(model: Any) -> Any:
+    key = ("predict",)
+    if key not in model._step_cache:
+
+        @jax.jit
+        def run(params, state, data, idx):
+            x = jax.tree.map(lambda a: a[idx], data)
+            return model.apply(params, state, x, training=False)[0]
+
+        model._step_cache[key] = run
+    return model._step_cache[key]
+
+
+def predict(model: Any, x: Any, batch_size: int | None = None, verbose: Any = "auto",
+            steps: int | None = None, callbacks: list | None = None) -> Any:
+    """Keras's ``predict``: outputs as NumPy arrays (same structure as the model's)."""
+    from kerax.data import as_data
+
+    data = as_data(x, None, None, name="x", expand=setup.expand_rank1(model))
+    batch_size = batch_size or 32
+    if isinstance(data, IterableData):
+        first = data.peek()
+        setup.build_if_needed(model, first.x, None)
+        batches = [b.x for b in data.epoch(steps)]
+        outs = [model.apply(model.params, model.state, jax.device_put(b), training=False)[0] for b in batches]
+        return jax.tree.map(lambda *a: np.concatenate([np.asarray(v) for v in a]), *outs)
+    setup.build_if_needed(model, data.x, None)
+    run = _predict_fn(model)
+    device_x = jax.device_put(data.x)
+    cbs = CallbackList(callbacks or [], model, {"verbose": 0})
+    cbs.on_predict_begin(None)
+    progress = Progress(resolve_verbose(verbose), math.ceil(data.n / batch_size), "")
+    outs = []
+    for i, (idx, mask) in enumerate(padded_groups(data.n, batch_size, 1)[:steps]):
+        rows = int(mask.sum())
+        outs.append((run(model.params, model.state, device_x, jnp.asarray(idx[0])), rows))
+        progress.update(1)
+        if cbs.wants("on_predict_batch_end"):
+            cbs.on_predict_batch_end(i, {"outputs": outs[-1][0]})
+    progress.close()
+    cbs.on_predict_end(None)
+    if not outs:
+        raise errors.DataError("predict: no batches to run (steps=0)")
+    host = [jax.tree.map(lambda a: np.asarray(a)[:rows], o) for o, rows in outs]
+    return jax.tree.map(lambda *a: np.concatenate(a), *host)

@@ -1,0 +1,237 @@
+"""The ``fit`` loop: epochs of compiled steps, callbacks, validation, progress.
+
+Per execution (``steps_per_execution`` optimizer steps) the loop sends only the batch
+indices (in-memory data lives on the device) or the next batches (iterables), and keeps
+at most two executions in flight: it waits for the previous one's small token before going
+on, which also keeps simulated CPU devices from stalling in collectives. Metrics stay on
+the device; they are copied to the host only when the progress bar refreshes, when a
+callback asks for per-batch logs, and at the end of each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kerax import errors
+from kerax.data import ArrayData, IterableData, epoch_order
+from kerax.training import setup
+from kerax.training.callbacks import CallbackList, History, TerminateOnNaN
+from kerax.training.callbacks.progress import Progress, resolve_verbose
+from kerax.training.objectives import NAN_KEY
+from kerax.training.train_state import TrainState
+from kerax.utils import default_seed
+
+
+def _copy(tree: Any) -> Any:
+    return jax.tree.map(jnp.copy, tree)
+
+
+def index_groups(order: np.ndarray, batch_size: int, k: int, steps: int | None) -> list[np.ndarray]:
+    """Rows of an epoch grouped as executions: arrays of shape (k', batch) (k' <= k),
+    full batches first, then the last partial batch on its own."""
+    n = len(order)
+    full = n // batch_size
+    batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(full)]
+    if n % batch_size:
+        batches.append(order[full * batch_size:])
+    if steps is not None:
+        batches = batches[:steps]
+    groups, i = [], 0
+    while i < len(batches):
+        same = [b for b in batches[i:i + k] if len(b) == len(batches[i])]
+        groups.append(np.stack(same))
+        i += len(same)
+    return groups
+
+
+class _Trainer:
+    """One ``fit`` call's state: the train step, data on device, callbacks."""
+
+    def __init__(self, model: Any, step: Any, callbacks: CallbackList, verbose: int, max_bad: int) -> None:
+        self.model, self.step, self.callbacks = model, step, callbacks
+        self.verbose, self.max_bad = verbose, max_bad
+        self.batch_logs = callbacks.wants("on_train_batch_end")
+        self.batch_begin = callbacks.wants("on_train_batch_begin")
+        self.pending = None
+
+    def execute(self, mstate: dict, data: Any, idx: Any, k: int) -> dict:
+        if self.batch_begin:
+            self.callbacks.on_train_batch_begin(self.batch, None)
+        ts, mstate, token = self.step.run(self.model._ts, mstate, data, idx)
+        self.model._ts = ts
+        if self.pending is not None:
+            self.pending.block_until_ready()  # at most two executions in flight
+        self.pending = token
+        if self.batch_logs:
+            self.callbacks.on_train_batch_end(self.batch, setup.host_logs(self.step.compute(mstate)))
+        self.batch += k
+        return mstate
+
+    def check_nan(self, mstate: dict) -> bool:
+        """True when training must stop; raises after too many consecutive bad steps."""
+        total, consecutive = (float(v) for v in jax.device_get(mstate[NAN_KEY]))
+        if self.step.on_nan == "skip" and consecutive >= self.max_bad:
+            raise errors.NonFiniteLossError(
+                f"{int(consecutive)} consecutive steps had a non-finite loss or gradient "
+                f"(limit max_consecutive_nonfinite={self.max_bad}); none of them was applied"
+            )
+        return self.step.on_nan == "stop" and total > 0
+
+    def epoch(self, epoch: int, epochs: int, source: Any, steps: int | None, batch_size: int,
+              shuffle: bool, seed: int) -> tuple[dict, bool]:
+        mstate = self.step.init_metrics()
+        self.batch = 0
+        total = None
+        if isinstance(source, tuple):  # in-memory data on the device
+            device_data, n = source
+            groups = index_groups(epoch_order(n, shuffle, seed, epoch), batch_size, self.step.k, steps)
+            total = sum(len(g) for g in groups)
+            # One transfer for the whole epoch's indices.
+            on_device = jax.device_put([g.astype(np.int32) for g in groups])
+            feed = ((device_data, i, len(g)) for g, i in zip(groups, on_device))
+        else:
+            total = steps
+            feed = _iterable_feed(source, steps, self.step.k)
+        progress = Progress(self.verbose, total, f"Epoch {epoch + 1}/{epochs}")
+        halted = False
+        for data, idx, k in feed:
+            mstate = self.execute(mstate, data, idx, k)
+            progress.update(k, lambda: self.step.compute(mstate))
+            if self.step.on_nan != "warn" and self.check_nan(mstate):
+                halted = True
+                break
+        logs = setup.host_logs(self.step.compute(mstate))
+        halted = (halted or self.check_nan(mstate)) if self.step.on_nan != "warn" else False
+        bad = float(jax.device_get(mstate[NAN_KEY])[0])
+        if bad and self.step.on_nan == "warn":
+            warnings.warn(f"epoch {epoch + 1}: {int(bad)} step(s) had a non-finite loss or gradient", stacklevel=4)
+        if bad and self.step.on_nan == "skip":
+            logs["skipped_steps"] = bad
+        self.progress = progress
+        return logs, halted
+
+
+def _iterable_feed(source: IterableData, steps: int | None, k: int):
+    """(stacked batches, None, count) groups of up to k batches of equal shape."""
+    group: list[ArrayData] = []
+
+    def flush():
+        xs = [(b.x, b.y, b.sample_weight) for b in group]
+        stacked = jax.tree.map(lambda *a: np.stack(a), *xs)
+        return jax.device_put(stacked), None, len(group)
+
+    for batch in source.epoch(steps):
+        if group and (batch.n != group[0].n or len(group) == k):
+            yield flush()
+            group = []
+        group.append(batch)
+    if group:
+        yield flush()
+
+
+def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None, epochs: int = 1,
+        verbose: Any = "auto", callbacks: list | None = None, validation_split: float = 0.0,
+        validation_data: Any = None, shuffle: bool = True, class_weight: dict | None = None,
+        sample_weight: Any = None, initial_epoch: int = 0, steps_per_epoch: int | None = None,
+        validation_steps: int | None = None, validation_batch_size: int | None = None,
+        validation_freq: int = 1, seed: int | None = None, check_finite_inputs: bool = False) -> History:
+    """Keras's ``fit``; see ``Model.fit``."""
+    compiled = setup.require_compiled(model, "fit")
+    batch_size = 32 if batch_size is None else batch_size
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise errors.ConfigError(f"batch_size must be a positive int; received {batch_size!r}")
+    if not isinstance(epochs, int) or epochs < 0 or initial_epoch < 0:
+        raise errors.ConfigError(f"epochs and initial_epoch must be non-negative ints; received {epochs!r}, {initial_epoch!r}")
+    if steps_per_epoch is not None and (not isinstance(steps_per_epoch, int) or steps_per_epoch < 1):
+        raise errors.DataError(f"steps_per_epoch must be a positive int; received {steps_per_epoch!r}")
+    seed = default_seed() if seed is None else int(seed)
+    data = setup.prepare(model, x, y, sample_weight, class_weight, "x")
+    val = None
+    if validation_split:
+        if not isinstance(data, ArrayData):
+            raise errors.DataError("validation_split needs in-memory arrays; pass validation_data for an iterable")
+        data, val = data.split(validation_split)
+    if validation_data is not None:
+        val = _validation(model, validation_data)
+    if isinstance(data, ArrayData) and check_finite_inputs:
+        data.check_finite()
+
+    first = data if isinstance(data, ArrayData) else data.peek()
+    setup.build_if_needed(model, first.x, seed)
+    objectives = setup.objectives_for(model, compiled, first.x)
+    setup.check_targets(objectives, model, first)
+    if isinstance(data, ArrayData) and val is not None and isinstance(val, ArrayData):
+        setup.check_targets(objectives, model, val)
+
+    user_callbacks = list(callbacks or [])
+    on_nan = "stop" if any(isinstance(c, TerminateOnNaN) for c in user_callbacks) else compiled.on_nan
+    step = setup.train_step_for(model, compiled, objectives, on_nan)
+    _ensure_train_state(model, compiled, seed)
+
+    history = History()
+    verbose = resolve_verbose(verbose)
+    steps = steps_per_epoch
+    if isinstance(data, ArrayData):
+        source = (setup.to_device(data), data.n)
+        steps_total = math.ceil(data.n / batch_size) if steps is None else min(steps, math.ceil(data.n / batch_size))
+    else:
+        source, steps_total = data, steps
+    cbs = CallbackList(user_callbacks + [history], model, {"epochs": epochs, "steps": steps_total, "verbose": verbose})
+    trainer = _Trainer(model, step, cbs, verbose, compiled.max_consecutive_nonfinite)
+    model.stop_training = False
+    cbs.on_train_begin(None)
+    logs: dict = {}
+    for epoch in range(initial_epoch, epochs):
+        cbs.on_epoch_begin(epoch, None)
+        logs, halted = trainer.epoch(epoch, epochs, source, steps, batch_size, shuffle, seed)
+        _publish(model)
+        if val is not None and (epoch + 1) % validation_freq == 0 and not halted:
+            val_logs = _evaluate_logs(model, objectives, val, validation_batch_size or batch_size, validation_steps)
+            logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        trainer.progress.close(logs)
+        published = (model._params, model._state)
+        cbs.on_epoch_end(epoch, logs)
+        if model._params is not published[0] or model._state is not published[1]:  # a callback set them
+            model._ts = model._ts.replace(params=_copy(model._params), state=_copy(model._state))
+        if halted:
+            print(f"Epoch {epoch + 1}: non-finite loss; stopped before applying that update")
+            model.stop_training = True
+        if model.stop_training:
+            break
+    cbs.on_train_end(logs)
+    return history
+
+
+def _publish(model: Any) -> None:
+    """Copies the train state's weights to the model (the train state is donated later)."""
+    model._params, model._state = _copy(model._ts.params), _copy(model._ts.state)
+
+
+def _ensure_train_state(model: Any, compiled: setup.CompileConfig, seed: int) -> None:
+    ts = getattr(model, "_ts", None)
+    if ts is not None and ts.tx is compiled.optimizer and jax.tree.structure(ts.params) == jax.tree.structure(model._params):
+        model._ts = ts.replace(params=_copy(model._params), state=_copy(model._state))
+        return
+    key = jax.random.fold_in(jax.random.key(seed), 1)  # the init used fold 0 (the seed itself)
+    model._ts = TrainState.create(model, _copy(model._params), _copy(model._state), compiled.optimizer, key)
+
+
+def _validation(model: Any, validation_data: Any) -> Any:
+    from kerax.data import as_data
+
+    if isinstance(validation_data, (tuple, list)) and 2 <= len(validation_data) <= 3:
+        vx, vy, vsw = (list(validation_data) + [None])[:3]
+        return as_data(vx, vy, vsw, name="validation_data", expand=setup.expand_rank1(model))
+    return setup.prepare(model, validation_data, None, None, None, "validation_data")
+
+
+def _evaluate_logs(model: Any, objectives: Any, data: Any, batch_size: int, steps: int | None) -> dict:
+    from kerax.training.evaluation import run_eval
+
+    return run_eval(model, objectives, data, batch_size, steps, verbose=0)

@@ -1,0 +1,154 @@
+"""Everything ``fit`` / ``evaluate`` check and prepare before anything compiles.
+
+Data is converted and validated on the host (lengths, emptiness, dtypes, label ranges,
+target shapes against the model's outputs, optionally finiteness), the model is built
+from the first batch if needed, and the compiled steps are fetched from a per-model cache
+so that calling ``fit`` again does not recompile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from kerax import errors, optimizers
+from kerax.data import ArrayData, IterableData, as_data
+from kerax.training.objectives import Objectives
+from kerax.training.steps import EvalStep, TrainStep
+
+# In-memory data smaller than this is copied to the device once and indexed there.
+DEVICE_DATA_BYTES = 1 << 29
+
+
+@dataclasses.dataclass
+class CompileConfig:
+    """What ``compile`` was given (objects resolved where that needs no model shapes)."""
+
+    optimizer: Any
+    loss: Any
+    metrics: Any
+    loss_weights: Any
+    steps_per_execution: int
+    on_nan: str
+    max_consecutive_nonfinite: int
+    jit_compile: bool
+
+    def to_config(self) -> dict:
+        from kerax import losses
+
+        ser = lambda l: None if l is None else (losses.serialize(losses.get(l)) if not isinstance(l, (list, dict)) else l)
+        opt = self.optimizer
+        return {
+            "optimizer": optimizers.serialize(opt) if isinstance(opt, optimizers.Optimizer) else None,
+            "loss": ser(self.loss) if not isinstance(self.loss, (list, dict)) else self.loss,
+            "metrics": self.metrics,
+            "loss_weights": self.loss_weights,
+            "steps_per_execution": self.steps_per_execution,
+        }
+
+
+def require_compiled(model: Any, what: str) -> CompileConfig:
+    compiled = getattr(model, "_compiled", None)
+    if compiled is None:
+        raise errors.NotCompiledError(
+            f"{what}() needs a compiled model: call model.compile(optimizer=..., loss=...) first"
+        )
+    return compiled
+
+
+def expand_rank1(model: Any) -> bool:
+    """Keras 2 expands 1-D inputs when the model's input is (None, 1) or not declared."""
+    declared = getattr(model.core, "declared_input_shape", None)
+    if declared is None and hasattr(model.core, "inputs"):
+        return False  # functional models declare their inputs; take them as they are
+    return declared is None or (len(declared) == 2 and declared[1] == 1)
+
+
+def prepare(model: Any, x: Any, y: Any, sample_weight: Any, class_weight: Any, name: str) -> ArrayData | IterableData:
+    data = as_data(x, y, sample_weight, name=name, expand=expand_rank1(model))
+    if class_weight is not None:
+        if not isinstance(data, ArrayData):
+            raise errors.DataError("class_weight needs in-memory arrays; weight an iterable's batches yourself")
+        data.sample_weight = apply_class_weight(data.y, data.sample_weight, class_weight)
+    return data
+
+
+def apply_class_weight(y: Any, sample_weight: Any, class_weight: dict) -> np.ndarray:
+    if not isinstance(y, np.ndarray):
+        raise errors.DataError("class_weight needs a single array of targets y")
+    labels = y.reshape(len(y), -1)
+    labels = labels.argmax(axis=1) if labels.shape[1] > 1 else labels[:, 0]
+    labels = np.round(labels).astype(np.int64)
+    missing = sorted(set(np.unique(labels).tolist()) - set(int(k) for k in class_weight))
+    if missing:
+        raise errors.DataError(f"class_weight has no weight for classes {missing}")
+    lookup = np.array([class_weight.get(i, 0.0) for i in range(int(labels.max()) + 1)], np.float32)
+    w = lookup[labels]
+    return w if sample_weight is None else w * np.asarray(sample_weight, np.float32)
+
+
+def first_rows(data: ArrayData, n: int = 1) -> Any:
+    return jax.tree.map(lambda a: a[:n], data.x)
+
+
+def build_if_needed(model: Any, x: Any, seed: Any) -> None:
+    """Builds from the data's shapes (all rows: shape errors then show the real shape)."""
+    if model._params is None:
+        model._build_from(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), x), seed)
+
+
+def output_shapes(model: Any, x: Any) -> list:
+    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), x)
+    out = jax.eval_shape(lambda p, s, x: model.apply(p, s, x)[0], model.params, model.state, spec)
+    return [tuple(o.shape) for o in jax.tree.leaves(out)] if not isinstance(out, jax.ShapeDtypeStruct) else [tuple(out.shape)]
+
+
+def objectives_for(model: Any, compiled: CompileConfig, sample_x: Any) -> Objectives:
+    cache = model._step_cache
+    key = ("objectives", id(compiled))
+    if key not in cache:
+        shapes = output_shapes(model, sample_x)
+        cache[key] = Objectives.create(model, compiled.loss, compiled.metrics, compiled.loss_weights, shapes)
+    return cache[key]
+
+
+def check_targets(objectives: Objectives, model: Any, batch: ArrayData) -> None:
+    """A6-A9: targets must fit the outputs' shapes; labels must be valid for the loss."""
+    if batch.y is None:
+        raise errors.DataError("fit/evaluate need targets y (or batches (x, y))")
+    out_shapes = output_shapes(model, batch.x)  # abstract: shows the data's real shapes
+    y_list = objectives.flatten_targets(batch.y)
+    objectives.check_shapes([np.shape(t) for t in y_list], out_shapes)
+    objectives.validate_targets([np.asarray(t) for t in y_list], out_shapes)
+
+
+def train_step_for(model: Any, compiled: CompileConfig, objectives: Objectives, on_nan: str) -> TrainStep:
+    key = ("train", id(objectives), on_nan)
+    if key not in model._step_cache:
+        model._step_cache[key] = TrainStep(model, objectives, compiled.steps_per_execution, on_nan)
+    return model._step_cache[key]
+
+
+def eval_step_for(model: Any, objectives: Objectives) -> EvalStep:
+    key = ("eval", id(objectives))
+    if key not in model._step_cache:
+        model._step_cache[key] = EvalStep(model, objectives)
+    return model._step_cache[key]
+
+
+def nbytes(data: ArrayData) -> int:
+    return sum(a.nbytes for t in (data.x, data.y, data.sample_weight) if t is not None for a in jax.tree.leaves(t))
+
+
+def to_device(data: ArrayData) -> tuple:
+    put = lambda t: None if t is None else jax.device_put(t)
+    return put(data.x), put(data.y), put(None if data.sample_weight is None else np.asarray(data.sample_weight, np.float32))
+
+
+def host_logs(logs: dict) -> dict:
+    """Device logs -> Python floats (lists for vector metrics), in one transfer."""
+    values = jax.device_get(list(logs.values()))
+    return {k: float(v) if np.ndim(v) == 0 else np.asarray(v).tolist() for k, v in zip(logs, values)}

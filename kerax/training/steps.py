@@ -1,0 +1,259 @@
+"""Pure, jit-compiled step builders: ``make_train_step``, ``make_eval_step``, ``make_predict_step``.
+
+::
+
+    train_step = kx.make_train_step(model, loss="sparse_categorical_crossentropy",
+                                    metrics=["accuracy"])
+    ts, logs = train_step(ts, (x, y))          # or (x, y, sample_weight)
+
+With ``steps_per_execution=K`` every leaf of the batch has a leading axis of K and one
+call runs K optimizer steps (``lax.scan``; unrolled for convolutional models on CPU,
+where XLA runs convolutions inside loops slowly). The train state is donated.
+
+The step builders also expose the lower-level pieces the fit loop uses: ``run(ts,
+metric_state, data, idx)`` accumulates metrics on device across calls, either over
+batches given directly (``idx=None``; leading axis K) or gathered by ``idx`` (K, B) from a
+data set that lives on the device.
+
+``on_nan``: ``"warn"`` (default) applies every update, as Keras does, and counts
+non-finite losses so the loop can report them; ``"stop"`` never applies a non-finite update
+and freezes the state from the first one on; ``"skip"`` drops non-finite updates and counts
+consecutive ones.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from kerax import errors
+from kerax.training.objectives import NAN_KEY, Objectives
+
+ON_NAN = ("warn", "stop", "skip")
+
+
+def _split_batch(batch: Any) -> tuple[Any, Any, Any]:
+    if not isinstance(batch, (tuple, list)) or not 1 <= len(batch) <= 3:
+        raise errors.InputStructureError(
+            "a batch must be a tuple (x, y) or (x, y, sample_weight); received "
+            f"{type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        )
+    x, y, sw = (list(batch) + [None, None])[:3]
+    return x, y, sw
+
+
+def _batch_size(x: Any, axis: int = 0) -> int:
+    return int(jax.tree.leaves(x)[0].shape[axis])
+
+
+def uses_conv(model: Any) -> bool:
+    """True if the model contains a convolution (walks nested containers)."""
+    from kerax.layers.conv import _ConvBase
+
+    todo, seen = [model], set()
+    while todo:
+        layer = todo.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, _ConvBase):
+            return True
+        core = getattr(layer, "core", None)
+        todo.extend(getattr(core, "layers", ()) if core is not None else ())
+        todo.extend(getattr(layer, "layers", ()) if isinstance(getattr(layer, "layers", None), (list, tuple)) else ())
+    return False
+
+
+def _loop(body: Any, carry: Any, xs: Any, k: int, unroll: bool) -> Any:
+    """``lax.scan`` over the leading axis of ``xs``, or a Python loop (unrolled)."""
+    if unroll:
+        for i in range(k):
+            carry, _ = body(carry, jax.tree.map(lambda a: a[i], xs))
+        return carry
+    return jax.lax.scan(body, carry, xs)[0]
+
+
+def _where(pred: Any, new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
+
+
+class TrainStep:
+    """A compiled training step (see the module docstring); build with ``make_train_step``."""
+
+    def __init__(self, model: Any, objectives: Objectives, steps_per_execution: int = 1,
+                 on_nan: str = "warn", unroll: bool | None = None) -> None:
+        if on_nan not in ON_NAN:
+            raise errors.ConfigError(f"on_nan must be one of {list(ON_NAN)}; received {on_nan!r}")
+        if not isinstance(steps_per_execution, int) or steps_per_execution < 1:
+            raise errors.ConfigError(
+                f"steps_per_execution must be a positive int; received {steps_per_execution!r}"
+            )
+        self.model, self.objectives = model, objectives
+        self.k, self.on_nan = steps_per_execution, on_nan
+        self.unroll = (uses_conv(model) and jax.default_backend() == "cpu") if unroll is None else unroll
+        self.run = jax.jit(self._run, donate_argnums=(0, 1))
+        self._call = jax.jit(self._call_impl, donate_argnums=(0,))
+
+    def init_metrics(self) -> dict:
+        return self.objectives.init()
+
+    def compute(self, metric_state: dict) -> dict:
+        return _compute(self.objectives, metric_state)
+
+    # -- one optimizer step ---------------------------------------------------------------------
+
+    def _one(self, ts: Any, mstate: dict, x: Any, y: Any, sw: Any, mask: Any) -> tuple[Any, dict]:
+        model, obj = self.model, self.objectives
+
+        def loss_fn(params):
+            y_pred, new_state = model.apply(params, ts.state, x, rng=ts.step_key(), training=True)
+            total, parts = obj.loss(y, y_pred, sw, mask)
+            return total, (y_pred, new_state, parts)
+
+        (total, (y_pred, new_state, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params)
+        candidate = ts.apply_gradients(grads, state=new_state)
+        finite = jnp.isfinite(total)
+        if self.on_nan != "warn":  # a finite loss can still have non-finite gradients
+            finite = finite & jnp.all(jnp.stack(
+                [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)] or [jnp.bool_(True)]
+            ))
+        bad = mstate[NAN_KEY]
+        if self.on_nan == "warn":
+            new_ts, applied = candidate, jnp.bool_(True)
+        else:
+            applied = finite & ((bad[0] == 0) if self.on_nan == "stop" else jnp.bool_(True))
+            kept = _where(applied, (candidate.step, candidate.params, candidate.state, candidate.opt_state),
+                          (ts.step, ts.params, ts.state, ts.opt_state))
+            new_ts = ts.replace(step=kept[0], params=kept[1], state=kept[2], opt_state=kept[3])
+        weight = mask * applied.astype(mask.dtype)
+        mstate = obj.update(mstate, total, parts, y, y_pred, sw, weight)
+        nonfinite = (~finite).astype(jnp.float32)
+        mstate[NAN_KEY] = jnp.stack([bad[0] + nonfinite, jnp.where(finite, 0.0, bad[1] + 1.0)])
+        return new_ts, mstate
+
+    def _run(self, ts: Any, mstate: dict, data: Any, idx: Any) -> tuple[Any, dict, Any]:
+        """K steps over ``data`` (leading axis K) or over ``data[idx[k]]``; see module doc.
+
+        Training batches are never padded (padding rows would bias BatchNormalization's
+        statistics), so every row counts."""
+
+        def body(carry, xs):
+            ts, mstate = carry
+            batch = xs if idx is None else jax.tree.map(lambda a: a[xs], data)
+            x, y, sw = batch
+            m = jnp.ones((_batch_size(x),), jnp.float32)
+            return self._one(ts, mstate, x, y, sw, m), None
+
+        xs = data if idx is None else idx
+        k = jax.tree.leaves(xs)[0].shape[0]
+        ts, mstate = _loop(body, (ts, mstate), xs, k, self.unroll)
+        return ts, mstate, ts.step + 0  # a small output to wait on without touching ts
+
+    # -- the pure API -------------------------------------------------------------------------------
+
+    def _call_impl(self, ts: Any, batch: Any) -> tuple[Any, dict]:
+        x, y, sw = _split_batch(batch)
+        data = (x, y, sw) if self.k > 1 else jax.tree.map(lambda a: a[None], (x, y, sw))
+        ts, mstate, _ = self._run(ts, self.objectives.init(), data, None)
+        return ts, self.objectives.compute(mstate)
+
+    def __call__(self, ts: Any, batch: Any) -> tuple[Any, dict]:
+        """``(ts, logs)`` after one call (``steps_per_execution`` optimizer steps)."""
+        ts, logs = self._call(ts, batch)
+        return ts, {k: logs[k] for k in self.objectives.log_names() if k in logs}
+
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _compute_jit(objectives: Objectives, mstate: dict) -> dict:
+    return objectives.compute(mstate)
+
+
+def _compute(objectives: Objectives, mstate: dict) -> dict:
+    """The logs, in Keras's order (loss first; jit returns dicts with sorted keys)."""
+    out = _compute_jit(objectives, mstate)
+    return {k: out[k] for k in objectives.log_names() if k in out}
+
+
+class EvalStep:
+    """A compiled evaluation step: accumulates the loss and metrics without updating."""
+
+    def __init__(self, model: Any, objectives: Objectives, steps_per_execution: int = 1) -> None:
+        self.model, self.objectives, self.k = model, objectives, steps_per_execution
+        self.unroll = uses_conv(model) and jax.default_backend() == "cpu"
+        self.run = jax.jit(self._run, donate_argnums=(2,))
+        self._call = jax.jit(self._call_impl)
+
+    def init_metrics(self) -> dict:
+        return self.objectives.init()
+
+    def compute(self, metric_state: dict) -> dict:
+        return _compute(self.objectives, metric_state)
+
+    def _run(self, params: Any, state: Any, mstate: dict, data: Any, idx: Any, mask: Any) -> dict:
+        obj = self.objectives
+
+        def body(mstate, xs):
+            if idx is None:
+                batch, m = xs
+            else:
+                i, m = xs
+                batch = jax.tree.map(lambda a: a[i], data)
+            x, y, sw = batch
+            y_pred, _ = self.model.apply(params, state, x, training=False)
+            total, parts = obj.loss(y, y_pred, sw, m)
+            return obj.update(mstate, total, parts, y, y_pred, sw, m), None
+
+        xs = (data if idx is None else idx, mask)
+        return _loop(body, mstate, xs, mask.shape[0], self.unroll)
+
+    def _call_impl(self, ts: Any, batch: Any) -> dict:
+        x, y, sw = _split_batch(batch)
+        mask = jnp.ones((1, _batch_size(x)), jnp.float32)
+        data = jax.tree.map(lambda a: a[None], (x, y, sw))
+        mstate = self._run(ts.params, ts.state, self.objectives.init(), data, None, mask)
+        return self.objectives.compute(mstate)
+
+    def __call__(self, ts: Any, batch: Any) -> dict:
+        """The logs (loss and metrics) of ``batch`` under ``ts``'s weights."""
+        logs = self._call(ts, batch)
+        return {k: logs[k] for k in self.objectives.log_names() if k in logs}
+
+
+def make_train_step(model: Any, loss: Any, metrics: Any = None, loss_weights: Any = None,
+                    steps_per_execution: int = 1, on_nan: str = "warn",
+                    distribute: Any = None) -> TrainStep:
+    """A jit-compiled ``train_step(ts, batch) -> (ts, logs)`` for ``model``.
+
+    ``loss``, ``metrics`` and ``loss_weights`` take what ``compile`` takes (names, objects,
+    per-output lists or dicts). ``ts`` is a :class:`~kerax.TrainState` and is donated.
+    """
+    _no_distribute(distribute)
+    return TrainStep(model, Objectives.create(model, loss, metrics, loss_weights),
+                     steps_per_execution, on_nan)
+
+
+def make_eval_step(model: Any, loss: Any, metrics: Any = None, loss_weights: Any = None,
+                   distribute: Any = None) -> EvalStep:
+    """A jit-compiled ``eval_step(ts, batch) -> logs`` (no update)."""
+    _no_distribute(distribute)
+    return EvalStep(model, Objectives.create(model, loss, metrics, loss_weights))
+
+
+def make_predict_step(model: Any, distribute: Any = None) -> Any:
+    """A jit-compiled ``predict_step(params, state, x) -> outputs`` (``training=False``)."""
+    _no_distribute(distribute)
+
+    @jax.jit
+    def predict_step(params: Any, state: Any, x: Any) -> Any:
+        return model.apply(params, state, x, training=False)[0]
+
+    return predict_step
+
+
+def _no_distribute(distribute: Any) -> None:
+    if distribute is not None:
+        raise errors.ConfigError("distribute= is not available yet in this version of kerax")

@@ -1,0 +1,76 @@
+"""``TrainState``: everything a training step reads and writes, as one pytree.
+
+Fields: ``step`` (int32 scalar), ``params``, ``state`` (non-trainable values),
+``opt_state`` (the optax state), ``rng`` (a key; the key of step ``n`` is
+``fold_in(rng, n)``, so resuming at step ``n`` continues the same random stream), and
+``tx`` (the optax transformation, static: it is not a leaf).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """The training state pytree; ``tx`` is static metadata, everything else leaves.
+
+    Example::
+
+        ts = kx.TrainState.create(model, params, state, optax.adam(1e-3), rng=jax.random.key(0))
+        ts = ts.apply_gradients(grads)
+    """
+
+    step: jax.Array
+    params: Any
+    state: Any
+    opt_state: Any
+    rng: jax.Array
+    tx: Any = dataclasses.field(default=None, metadata={"static": True})
+
+    @classmethod
+    def create(
+        cls,
+        model: Any,
+        params: Any,
+        state: Any,
+        tx: optax.GradientTransformation,
+        rng: jax.Array | int = 0,
+    ) -> "TrainState":
+        """A fresh state at step 0 (``model`` is accepted for symmetry and unused)."""
+        del model
+        if isinstance(rng, int):
+            rng = jax.random.key(rng)
+        return cls(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            state=state,
+            opt_state=tx.init(params),
+            rng=rng,
+            tx=tx,
+        )
+
+    def apply_gradients(self, grads: Any, **changes: Any) -> "TrainState":
+        """One optimizer update; other fields (``state=``) may be replaced too."""
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        params = optax.apply_updates(self.params, updates)
+        return self.replace(step=self.step + 1, params=params, opt_state=opt_state, **changes)
+
+    def step_key(self) -> jax.Array:
+        """The random key of the current step."""
+        return jax.random.fold_in(self.rng, self.step)
+
+    def replace(self, **changes: Any) -> "TrainState":
+        return dataclasses.replace(self, **changes)
+
+
+jax.tree_util.register_dataclass(
+    TrainState,
+    data_fields=["step", "params", "state", "opt_state", "rng"],
+    meta_fields=["tx"],
+)
