@@ -127,7 +127,10 @@ class Embedding(Layer):
             if not jnp.issubdtype(x.dtype, jnp.number):
                 raise self._error(errors.DTypeError, f"expected integer ids; received dtype {x.dtype}")
             x = x.astype(jnp.int32)
-        return jnp.take(params["embeddings"], x, axis=0, mode="fill", fill_value=jnp.nan), state
+        table = params["embeddings"]
+        valid = (x >= 0) & (x < table.shape[0])  # no wrap-around for negative ids
+        rows = jnp.take(table, jnp.where(valid, x, 0), axis=0)
+        return jnp.where(valid[..., None], rows, jnp.nan), state
 
 
 class Lambda(Layer):
