@@ -13,6 +13,7 @@ from kerax import (
     losses,
     metrics,
     optimizers,
+    regularizers,
     schedules,
     utils,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "metrics",
     "optimizers",
     "register_layer",
+    "regularizers",
     "schedules",
     "utils",
 ]

@@ -14,7 +14,7 @@ ROOT = Path(kerax.__file__).parent
 SHELL = ("kerax.models", "kerax.training", "kerax.saving", "kerax.cli", "kerax.distribute", "kerax.utils")
 CORE_FILES = [*(ROOT / "core").glob("*.py"), *(ROOT / "layers").glob("*.py"),
               *(ROOT / name for name in ("activations.py", "initializers.py", "losses.py",
-                                         "_loss_utils.py", "metrics.py", "_confusion_metrics.py"))]
+                                         "_loss_utils.py", "metrics.py", "_confusion_metrics.py", "regularizers.py"))]
 
 
 def _module_name(path: Path) -> str:
@@ -86,7 +86,7 @@ PUBLIC = [
     "Chain", "Graph", "Input", "Layer", "Model", "Sequential", "SymbolicTensor", "TrainState",
     "__version__", "activations", "callbacks", "errors", "initializers", "layers", "losses",
     "make_eval_step", "make_predict_step", "make_train_step", "metrics", "optimizers",
-    "register_layer", "schedules", "utils",
+    "register_layer", "regularizers", "schedules", "utils",
 ]
 
 

@@ -3,7 +3,7 @@
 Objects serialize as ``{"class_name": name, "config": {...}}``, recursively; tuples as
 lists; known activation functions as their names. Deserialization looks class names up in
 kerax's own tables only: layer classes through :mod:`kerax.core.registry`, and fields named
-``*_initializer`` through :mod:`kerax.initializers` (field names decide, as in Keras, so
+``*_initializer`` / ``*_regularizer`` through their modules' tables (field names decide, as in Keras, so
 the initializer ``Identity`` never meets the layer ``Identity``).
 """
 
@@ -47,10 +47,12 @@ def to_json(value: Any) -> Any:
 
 def field_from_json(field: str, value: Any, custom_objects: Mapping[str, Any] | None = None) -> Any:
     """Rebuilds one config field; the field's name says which table resolves it."""
-    from kerax import initializers
+    from kerax import initializers, regularizers
 
     if field.endswith("_initializer") and isinstance(value, dict):
         return initializers.get(value)
+    if field.endswith("_regularizer") and isinstance(value, dict):
+        return regularizers.get(value)
     return from_json(value, custom_objects)
 
 

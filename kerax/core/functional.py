@@ -217,8 +217,18 @@ class Graph(Layer):
             self._write(env, node, out)
         return params, state
 
-    def apply(self, params, state, x, *, rng=None, training=False):
+    uses_mask = True
+
+    def apply(self, params, state, x, *, rng=None, training=False, mask=None):
+        y, new_state, _ = self.apply_masked(params, state, x, mask, rng=rng, training=training)
+        return y, new_state
+
+    def apply_masked(self, params, state, x, mask, *, rng=None, training=False):
         env = self._bind_inputs(x)
+        masks: dict[int, Any] = {}
+        if mask is not None:
+            for t, m in zip(_tensors(self.inputs), self._flatten_inputs(mask)):
+                masks[id(t)] = m
         new_state = dict(state)
         calls: dict[str, int] = {}
         for node in self._nodes:
@@ -228,18 +238,34 @@ class Graph(Layer):
             key = derive(rng, name)
             if k:
                 key = derive(key, f"call{k}")
+            in_mask = jax.tree.map(lambda t: masks.get(id(t)), node.inputs, is_leaf=_leaf)
+            if all(m is None for m in jax.tree.leaves(in_mask, is_leaf=lambda m: m is None)):
+                in_mask = None
             with naming.scope(name, node.layer):
-                y, s = node.layer.apply(
+                y, s, out_mask = node.layer.apply_masked(
                     params.get(name, {}),
                     new_state.get(name, {}),
                     self._read(env, node.inputs),
+                    in_mask,
                     rng=key,
                     training=training,
                 )
             if s:
                 new_state[name] = s
             self._write(env, node, y)
-        return self._read(env, self.outputs), new_state
+            outs = _tensors(node.outputs)
+            if out_mask is not None:
+                if isinstance(out_mask, (list, tuple)) and len(out_mask) == len(outs):
+                    masks.update({id(t): m for t, m in zip(outs, out_mask)})
+                else:
+                    masks[id(outs[0])] = out_mask
+        out_masks = jax.tree.map(lambda t: masks.get(id(t)), self.outputs, is_leaf=_leaf)
+        return self._read(env, self.outputs), new_state, out_masks
+
+    def penalty(self, params: dict) -> Any:
+        from kerax.core.sequential import penalty_sum
+
+        return penalty_sum(((self.layer_name(l), l) for l in self.layers), params)
 
     # -- config ------------------------------------------------------------------------
 

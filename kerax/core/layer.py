@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 from typing import Any, ClassVar, Iterator
 
 import jax
@@ -41,6 +42,19 @@ from kerax import errors
 
 Params = dict
 State = dict
+
+
+AUX_LOSS = "aux_loss"
+
+
+def aux_losses(state: Any) -> Any:
+    """Sum of the ``aux_loss`` entries layers put in their state (activity regularization):
+    auxiliary training losses travel in ``state``, so ``apply`` stays pure."""
+    total = 0.0
+    if isinstance(state, dict):
+        for k, v in state.items():
+            total = total + (v if k == AUX_LOSS else aux_losses(v))
+    return total
 
 
 def snake_case(name: str) -> str:
@@ -68,6 +82,12 @@ class Layer:
     # Subclasses that manage their own mutable attributes (the Keras facade) opt out.
     _facade: ClassVar[bool] = False
 
+    # Masks (Keras's padding masks, passed explicitly): a container gives ``mask=`` to the
+    # ``apply`` of layers with ``uses_mask``, and asks ``compute_mask`` for each output's
+    # mask; ``propagates_mask`` layers hand their input's mask on unchanged.
+    uses_mask: ClassVar[bool] = False
+    propagates_mask: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not cls._facade:
@@ -77,6 +97,11 @@ class Layer:
         check_name(type(self).__name__, self.name)
         if self.input_shape is not None:
             self._set("input_shape", _as_shape(self.input_shape, type(self).__name__))
+        for f in dataclasses.fields(self):
+            if f.name.endswith("_regularizer") and getattr(self, f.name) is not None:
+                from kerax import regularizers
+
+                regularizers.get(getattr(self, f.name))
         if self.dtype is not None:
             import jax.numpy as jnp
 
@@ -104,6 +129,42 @@ class Layer:
     ) -> tuple[Any, State]:
         """Runs the layer: returns ``(outputs, new_state)``."""
         raise NotImplementedError(f"{type(self).__name__} does not implement apply")
+
+    def compute_mask(self, x: Any, mask: Any) -> Any:
+        """The mask of this layer's output, given its input and the input's mask.
+
+        ``mask`` is a boolean array ``(batch, time)`` (True = real step) or None; for
+        several inputs, a list of them. The default hands it on when ``propagates_mask``.
+        """
+        return mask if self.propagates_mask else None
+
+    def apply_masked(self, params: Params, state: State, x: Any, mask: Any, *,
+                     rng: jax.Array | None = None, training: bool = False) -> tuple[Any, State, Any]:
+        """``apply`` plus mask propagation: ``(y, new_state, output_mask)``.
+
+        Containers call this on their children; containers override it to carry masks
+        through their own children.
+        """
+        extra = {"mask": mask} if self.uses_mask else {}
+        y, new_state = self.apply(params, state, x, rng=rng, training=training, **extra)
+        return y, new_state, self.compute_mask(x, mask)
+
+    # Which weight each ``*_regularizer`` field applies to, where the name alone does not say
+    # (``recurrent_regularizer`` -> ``recurrent_kernel``); otherwise ``kernel_regularizer``
+    # -> ``kernel``.
+    regularized_weights: ClassVar[Any] = types.MappingProxyType({})
+
+    def penalty(self, params: Params) -> Any:
+        """The weight-regularization term this layer adds to the training loss (0 if none)."""
+        from kerax import regularizers
+
+        total = 0.0
+        for f in dataclasses.fields(self):
+            if f.name.endswith("_regularizer") and getattr(self, f.name) is not None:
+                weight = self.regularized_weights.get(f.name, f.name[: -len("_regularizer")])
+                if weight in params:
+                    total = total + regularizers.get(getattr(self, f.name))(params[weight])
+        return total
 
     def __iter__(self) -> Iterator[Any]:
         """``init, apply = layer``: the stax-style function pair."""

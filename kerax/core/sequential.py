@@ -38,6 +38,16 @@ def output_spec(layer: Layer, params: Any, state: Any, x: Any, training: bool = 
     )
 
 
+def penalty_sum(named_layers: Any, params: dict) -> Any:
+    """The weight penalties of a container's distinct children."""
+    total, seen = 0.0, set()
+    for name, layer in named_layers:
+        if name not in seen:
+            seen.add(name)
+            total = total + layer.penalty(params.get(name, {}))
+    return total
+
+
 class Chain(Layer):
     """Applies ``layers`` in order; a layer itself, so chains nest.
 
@@ -102,7 +112,13 @@ class Chain(Layer):
                 x = output_spec(layer, params.get(name, {}), state.get(name, {}), x)
         return params, state
 
-    def apply(self, params, state, x, *, rng=None, training=False):
+    uses_mask = True
+
+    def apply(self, params, state, x, *, rng=None, training=False, mask=None):
+        y, new_state, _ = self.apply_masked(params, state, x, mask, rng=rng, training=training)
+        return y, new_state
+
+    def apply_masked(self, params, state, x, mask, *, rng=None, training=False):
         try:
             self._check_input(x)
         except errors.KeraxError as e:
@@ -116,9 +132,12 @@ class Chain(Layer):
             if k:
                 key = derive(key, f"call{k}")
             with naming.scope(name, layer):
-                x, s = layer.apply(
-                    params.get(name, {}), new_state.get(name, {}), x, rng=key, training=training
+                x, s, mask = layer.apply_masked(
+                    params.get(name, {}), new_state.get(name, {}), x, mask, rng=key, training=training
                 )
             if s:
                 new_state[name] = s
-        return x, new_state
+        return x, new_state, mask
+
+    def penalty(self, params: dict) -> Any:
+        return penalty_sum(zip(self.names, self.layers), params)

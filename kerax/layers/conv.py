@@ -126,6 +126,8 @@ class _Conv(_ConvBase):
     use_bias: bool = True
     kernel_initializer: Any = "glorot_uniform"
     bias_initializer: Any = "zeros"
+    kernel_regularizer: Any = None
+    bias_regularizer: Any = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -228,6 +230,8 @@ class _ConvTranspose(_ConvBase):
     use_bias: bool = True
     kernel_initializer: Any = "glorot_uniform"
     bias_initializer: Any = "zeros"
+    kernel_regularizer: Any = None
+    bias_regularizer: Any = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import types
 
 
 from kerax.layers._util import cast_input
@@ -27,6 +28,9 @@ class _DepthwiseConv(_ConvBase):
     use_bias: bool = True
     depthwise_initializer: Any = "glorot_uniform"
     bias_initializer: Any = "zeros"
+    depthwise_regularizer: Any = None
+    bias_regularizer: Any = None
+    regularized_weights = types.MappingProxyType({"depthwise_regularizer": "kernel"})
 
     def init(self, rng, x):
         shape = tuple(x.shape)
@@ -87,6 +91,11 @@ class _SeparableConv(_ConvBase):
     depthwise_initializer: Any = "glorot_uniform"
     pointwise_initializer: Any = "glorot_uniform"
     bias_initializer: Any = "zeros"
+    depthwise_regularizer: Any = None
+    pointwise_regularizer: Any = None
+    bias_regularizer: Any = None
+    regularized_weights = types.MappingProxyType({"depthwise_regularizer": "depthwise_kernel",
+                                                  "pointwise_regularizer": "pointwise_kernel"})
 
     def init(self, rng, x):
         shape = tuple(x.shape)

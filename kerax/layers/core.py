@@ -23,11 +23,15 @@ class Dense(Layer):
     Example: ``layers.Dense(10, activation="relu")``.
     """
 
+    propagates_mask = True
+
     units: int
     activation: Any = None
     use_bias: bool = True
     kernel_initializer: Any = "glorot_uniform"
     bias_initializer: Any = "zeros"
+    kernel_regularizer: Any = None
+    bias_regularizer: Any = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,6 +77,8 @@ class Activation(Layer):
     Input shape: any. Output shape: the same.
     """
 
+    propagates_mask = True
+
     activation: Any = "linear"
 
     def __post_init__(self) -> None:
@@ -89,6 +95,8 @@ class Activation(Layer):
 class Identity(Layer):
     """Returns its input unchanged (a placeholder layer)."""
 
+    propagates_mask = True
+
     def init(self, rng, x):
         return {}, {}
 
@@ -103,11 +111,18 @@ class Embedding(Layer):
 
     Input shape: ``(batch, ...)`` integers in ``[0, input_dim)``. Output shape:
     ``(batch, ..., output_dim)``. Ids outside the range give NaN rows (never another row).
+    ``mask_zero=True``: id 0 is padding; the output's mask (``x != 0``) reaches the layers
+    after it that use masks (recurrent layers, attention, pooling).
     """
+
+    def compute_mask(self, x, mask):
+        return (x != 0) if self.mask_zero else None
 
     input_dim: int
     output_dim: int
     embeddings_initializer: Any = "uniform"
+    embeddings_regularizer: Any = None
+    mask_zero: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -53,6 +53,13 @@ class _Merge(Layer):
                 f"received shapes {[errors.fmt_shape(s) for s in shapes]}",
             )
 
+    def compute_mask(self, x, mask):
+        """The inputs' masks combined with AND (None when no input has one)."""
+        if mask is None:
+            return None
+        masks = [m for m in mask if m is not None]
+        return functools.reduce(jnp.logical_and, masks) if masks else None
+
     def init(self, rng, x):
         self._check(x)
         return {}, {}

@@ -29,6 +29,8 @@ class Dropout(Layer):
     Input shape: any. Output shape: the same.
     """
 
+    propagates_mask = True
+
     rate: float = 0.5
     noise_shape: tuple | None = None
     seed: int | None = None

@@ -77,9 +77,18 @@ class Model(TrainingMethods, Layer):
         with self._naming_errors():
             return self.core.init(rng, x)
 
-    def apply(self, params, state, x, *, rng=None, training=False):
+    uses_mask = True
+
+    def apply(self, params, state, x, *, rng=None, training=False, mask=None):
         with self._naming_errors():
-            return self.core.apply(params, state, x, rng=rng, training=training)
+            return self.core.apply(params, state, x, rng=rng, training=training, mask=mask)
+
+    def apply_masked(self, params, state, x, mask, *, rng=None, training=False):
+        with self._naming_errors():
+            return self.core.apply_masked(params, state, x, mask, rng=rng, training=training)
+
+    def penalty(self, params):
+        return self.core.penalty(params)
 
     @contextlib.contextmanager
     def _naming_errors(self):

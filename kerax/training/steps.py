@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from kerax import errors
+from kerax.core.layer import aux_losses
 from kerax.training.objectives import NAN_KEY, Objectives
 
 ON_NAN = ("warn", "stop", "skip")
@@ -111,6 +112,7 @@ class TrainStep:
         def loss_fn(params):
             y_pred, new_state = model.apply(params, ts.state, x, rng=ts.step_key(), training=True)
             total, parts = obj.loss(y, y_pred, sw, mask)
+            total = total + model.penalty(params) + aux_losses(new_state)
             return total, (y_pred, new_state, parts)
 
         (total, (y_pred, new_state, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params)
@@ -203,8 +205,9 @@ class EvalStep:
                 i, m = xs
                 batch = jax.tree.map(lambda a: a[i], data)
             x, y, sw = batch
-            y_pred, _ = self.model.apply(params, state, x, training=False)
+            y_pred, new_state = self.model.apply(params, state, x, training=False)
             total, parts = obj.loss(y, y_pred, sw, m)
+            total = total + self.model.penalty(params) + aux_losses(new_state)
             return obj.update(mstate, total, parts, y, y_pred, sw, m), None
 
         xs = (data if idx is None else idx, mask)
