@@ -1,7 +1,7 @@
 """One battery over the descriptor table of every public layer (see tests/cases.py).
 
 For each layer: abstract shape inference agrees with the real output; apply works under
-jit, grad (w.r.t. params) and vmap (over a stack of parameter sets); init is the same
+jit, grad (w.r.t. params, eagerly and under jit) and vmap (over a stack of parameter sets); init is the same
 eagerly and under jit; the config survives JSON and rebuilds an equivalent layer; the
 param-tree structure matches the golden file in tests/golden/ (regenerate deliberately
 with KERAX_UPDATE_GOLDEN=1).
@@ -89,6 +89,8 @@ def test_grad_wrt_params(case):
         return sum(jnp.sum(jnp.nan_to_num(a.astype(jnp.float32)) ** 2) for a in jax.tree.leaves(y))
 
     grads = jax.grad(loss)(params)
+    jitted = jax.jit(jax.grad(loss))(params)  # as in a train step (staged tracing differs)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), grads, jitted)
     assert jax.tree.structure(grads) == jax.tree.structure(params)
     for g in jax.tree.leaves(grads):
         assert np.all(np.isfinite(g))
@@ -150,3 +152,20 @@ def test_param_tree_matches_golden(case):
         path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     assert path.exists(), f"no golden file {path}; run with KERAX_UPDATE_GOLDEN=1 once, deliberately"
     assert record == json.loads(path.read_text())
+
+
+def test_grad_wrt_inputs_under_jit(case):
+    """Differentiable through the layer (pooling, reshaping: layers without params too)."""
+    if case.int_high is not None:
+        pytest.skip("integer inputs")
+    layer = case.make()
+    x = case.inputs()
+    params, state = layer.init(KEY, x)
+
+    def f(x):
+        y, _ = layer.apply(params, state, x)
+        return sum(jnp.sum(jnp.nan_to_num(a.astype(jnp.float32)) ** 2) for a in jax.tree.leaves(y))
+
+    g = jax.jit(jax.grad(f))(x)
+    assert jax.tree.structure(g) == jax.tree.structure(x)
+    assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(g))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 import jax.numpy as jnp
 from jax import lax
 
@@ -56,8 +58,9 @@ class _Pooling(Layer):
         return {}, {}
 
     def _reduce(self, x: Any, init: Any, op: Any) -> Any:
+        # a concrete (NumPy) init value lets JAX pick reduce_window_max/sum, which have gradients
         return lax.reduce_window(
-            x, jnp.asarray(init, x.dtype), op, (1, *self.pool_size, 1), (1, *self.strides, 1),
+            x, np.array(init, x.dtype), op, (1, *self.pool_size, 1), (1, *self.strides, 1),
             self.padding.upper(),
         )
 
