@@ -7,6 +7,7 @@ The curated public API. The pure core: ``kx.Layer``, ``kx.layers``, ``kx.activat
 from kerax import (
     activations,
     callbacks,
+    distribute,
     errors,
     initializers,
     layers,
@@ -35,6 +36,7 @@ __all__ = [
     "__version__",
     "activations",
     "callbacks",
+    "distribute",
     "errors",
     "initializers",
     "layers",

@@ -82,14 +82,16 @@ class TrainingMethods:
             raise errors.ConfigError(f"compile: on_nan must be one of {list(ON_NAN)}; received {on_nan!r}")
         if not jit_compile:
             raise errors.ConfigError("compile: jit_compile=False is not supported; kerax always compiles with XLA")
-        if distribute is not None:
-            raise errors.ConfigError("compile: distribute= is not available yet in this version of kerax")
+        from kerax.training.steps import _checked
+
+        _checked(distribute)
         if not isinstance(steps_per_execution, int) or steps_per_execution < 1:
             raise errors.ConfigError(f"compile: steps_per_execution must be a positive int; received {steps_per_execution!r}")
         self._compiled = CompileConfig(
             optimizer=optimizers.get(optimizer), loss=loss, metrics=metrics, loss_weights=loss_weights,
             steps_per_execution=steps_per_execution, on_nan=on_nan,
             max_consecutive_nonfinite=int(max_consecutive_nonfinite), jit_compile=jit_compile,
+            distribute=distribute,
         )
         self._ts = None
         self._step_cache = {}

@@ -39,15 +39,28 @@ def run_eval(model: Any, objectives: Any, data: ArrayData | IterableData, batch_
     step = setup.eval_step_for(model, objectives)
     mstate = step.init_metrics()
     params, state = model.params, model.state
-    if isinstance(data, ArrayData):
+    dp = step.distribute
+    if dp is not None:
+        params, state, mstate = dp.replicate((params, state, mstate))
+    if isinstance(data, ArrayData) and dp is not None:
+        groups = padded_groups(data.n, batch_size, 1)[:steps]
+        total = len(groups)
+        pick = lambda idx: jax.tree.map(lambda a: a[idx], (data.x, data.y, data.sample_weight))
+        feed = (dp.shard_batch(pick(i), m, stacked=True) for i, m in groups)
+        feed = ((d, None, m) for d, m in feed)
+    elif isinstance(data, ArrayData):
         groups = padded_groups(data.n, batch_size, 1)[:steps]
         device_data = setup.to_device(data)
         feed = ((device_data, jnp.asarray(i), jnp.asarray(m)) for i, m in groups)
         total = len(groups)
     else:
         setup.check_targets(objectives, model, data.peek())
-        feed = ((jax.device_put(jax.tree.map(lambda a: a[None], (b.x, b.y, b.sample_weight))), None,
-                 jnp.ones((1, b.n), jnp.float32)) for b in data.epoch(steps))
+        lift = lambda b: jax.tree.map(lambda a: a[None], (b.x, b.y, b.sample_weight))
+        if dp is not None:
+            feed = ((*dp.shard_batch(lift(b), stacked=True),) for b in data.epoch(steps))
+            feed = ((d, None, m) for d, m in feed)
+        else:
+            feed = ((jax.device_put(lift(b)), None, jnp.ones((1, b.n), jnp.float32)) for b in data.epoch(steps))
         total = steps
     progress = Progress(verbose, total, "")
     for i, (d, idx, mask) in enumerate(feed):

@@ -56,15 +56,18 @@ class _Trainer:
     def __init__(self, model: Any, step: Any, callbacks: CallbackList, verbose: int, max_bad: int) -> None:
         self.model, self.step, self.callbacks = model, step, callbacks
         self.verbose, self.max_bad = verbose, max_bad
+        self.dp = step.distribute
         self.batch_logs = callbacks.wants("on_train_batch_end")
         self.batch_begin = callbacks.wants("on_train_batch_begin")
         self.pending = None
 
-    def execute(self, mstate: dict, data: Any, idx: Any, k: int) -> dict:
+    def execute(self, mstate: dict, data: Any, idx: Any, k: int, mask: Any = None) -> dict:
         if self.batch_begin:
             self.callbacks.on_train_batch_begin(self.batch, None)
-        ts, mstate, token = self.step.run(self.model._ts, mstate, data, idx)
-        self.model._ts = ts
+        ts, mstate, token = self.step.run(self.ts, mstate, data, idx, mask)
+        self.ts = ts
+        if self.dp is None:
+            self.model._ts = ts  # callbacks may look at it between steps
         if self.pending is not None:
             self.pending.block_until_ready()  # at most two executions in flight
         self.pending = token
@@ -75,7 +78,8 @@ class _Trainer:
 
     def check_nan(self, mstate: dict) -> bool:
         """True when training must stop; raises after too many consecutive bad steps."""
-        total, consecutive = (float(v) for v in jax.device_get(mstate[NAN_KEY]))
+        counts = np.asarray(jax.device_get(mstate[NAN_KEY])).reshape(-1, 2)[0]  # same on every device
+        total, consecutive = float(counts[0]), float(counts[1])
         if self.step.on_nan == "skip" and consecutive >= self.max_bad:
             raise errors.NonFiniteLossError(
                 f"{int(consecutive)} consecutive steps had a non-finite loss or gradient "
@@ -86,29 +90,39 @@ class _Trainer:
     def epoch(self, epoch: int, epochs: int, source: Any, steps: int | None, batch_size: int,
               shuffle: bool, seed: int) -> tuple[dict, bool]:
         mstate = self.step.init_metrics()
+        self.ts = self.model._ts if self.dp is None else self.dp.replicate(self.model._ts)
+        if self.dp is not None:
+            mstate = self.dp.replicate(mstate)
         self.batch = 0
         total = None
-        if isinstance(source, tuple):  # in-memory data on the device
+        if isinstance(source, ArrayData):  # data parallel: host batches split over devices
+            groups = index_groups(epoch_order(source.n, shuffle, seed, epoch), batch_size, self.step.k, steps)
+            total = sum(len(g) for g in groups)
+            feed = (self.dp.shard_batch(jax.tree.map(lambda a: a[g], (source.x, source.y, source.sample_weight)),
+                                        stacked=True) + (len(g),) for g in groups)
+            feed = ((data, None, k, mask) for data, mask, k in feed)
+        elif isinstance(source, tuple):  # in-memory data on the device
             device_data, n = source
             groups = index_groups(epoch_order(n, shuffle, seed, epoch), batch_size, self.step.k, steps)
             total = sum(len(g) for g in groups)
             # One transfer for the whole epoch's indices.
             on_device = jax.device_put([g.astype(np.int32) for g in groups])
-            feed = ((device_data, i, len(g)) for g, i in zip(groups, on_device))
+            feed = ((device_data, i, len(g), None) for g, i in zip(groups, on_device))
         else:
             total = steps
-            feed = _iterable_feed(source, steps, self.step.k)
+            feed = _iterable_feed(source, steps, self.step.k, self.dp)
         progress = Progress(self.verbose, total, f"Epoch {epoch + 1}/{epochs}")
         halted = False
-        for data, idx, k in feed:
-            mstate = self.execute(mstate, data, idx, k)
+        for data, idx, k, mask in feed:
+            mstate = self.execute(mstate, data, idx, k, mask)
             progress.update(k, lambda: self.step.compute(mstate))
             if self.step.on_nan != "warn" and self.check_nan(mstate):
                 halted = True
                 break
         logs = setup.host_logs(self.step.compute(mstate))
+        self.model._ts = self.ts if self.dp is None else self.dp.unreplicate(self.ts)
         halted = (halted or self.check_nan(mstate)) if self.step.on_nan != "warn" else False
-        bad = float(jax.device_get(mstate[NAN_KEY])[0])
+        bad = float(np.asarray(jax.device_get(mstate[NAN_KEY])).reshape(-1, 2)[0, 0])
         if bad and self.step.on_nan == "warn":
             warnings.warn(f"epoch {epoch + 1}: {int(bad)} step(s) had a non-finite loss or gradient", stacklevel=4)
         if bad and self.step.on_nan == "skip":
@@ -117,14 +131,17 @@ class _Trainer:
         return logs, halted
 
 
-def _iterable_feed(source: IterableData, steps: int | None, k: int):
-    """(stacked batches, None, count) groups of up to k batches of equal shape."""
+def _iterable_feed(source: IterableData, steps: int | None, k: int, dp: Any = None):
+    """(stacked batches, None, count, mask) groups of up to k batches of equal shape."""
     group: list[ArrayData] = []
 
     def flush():
         xs = [(b.x, b.y, b.sample_weight) for b in group]
         stacked = jax.tree.map(lambda *a: np.stack(a), *xs)
-        return jax.device_put(stacked), None, len(group)
+        if dp is not None:
+            data, mask = dp.shard_batch(stacked, stacked=True)
+            return data, None, len(group), mask
+        return jax.device_put(stacked), None, len(group), None
 
     for batch in source.epoch(steps):
         if group and (batch.n != group[0].n or len(group) == k):
@@ -175,9 +192,17 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
     _ensure_train_state(model, compiled, seed)
 
     history = History()
-    verbose = resolve_verbose(verbose)
+    verbose = resolve_verbose(verbose) if jax.process_index() == 0 else 0  # one process prints
     steps = steps_per_epoch
-    if isinstance(data, ArrayData):
+    dp = compiled.distribute
+    if dp is not None:
+        _check_distributed(dp, data, batch_size)
+        batch_size = batch_size // (jax.process_count() if dp.multi_process else 1)
+        dp.check_batch_size(batch_size)
+    if isinstance(data, ArrayData) and dp is not None:
+        source = data
+        steps_total = math.ceil(data.n / batch_size) if steps is None else min(steps, math.ceil(data.n / batch_size))
+    elif isinstance(data, ArrayData):
         source = (setup.to_device(data), data.n)
         steps_total = math.ceil(data.n / batch_size) if steps is None else min(steps, math.ceil(data.n / batch_size))
     else:
@@ -206,6 +231,23 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
             break
     cbs.on_train_end(logs)
     return history
+
+
+def _check_distributed(dp: Any, data: Any, batch_size: int) -> None:
+    """Multi-process: batch_size is global; every process must feed the same number of rows."""
+    from kerax.distribute.multiprocess import check_collectives, check_equal_local_sizes
+
+    if not dp.multi_process:
+        return
+    check_collectives()
+    procs = jax.process_count()
+    if batch_size % procs:
+        raise errors.ConfigError(
+            f"batch_size={batch_size} is the global batch and must split over {procs} processes"
+        )
+    if not isinstance(data, ArrayData):
+        raise errors.DataError("multi-process fit needs in-memory arrays (each process its own share)")
+    check_equal_local_sizes(data.n)
 
 
 def _publish(model: Any) -> None:

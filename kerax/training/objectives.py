@@ -149,11 +149,15 @@ class Objectives:
     def flatten_targets(self, tree: Any) -> list:
         return _flatten(tree, self.names, "targets y")
 
-    def loss(self, y_true: Any, y_pred: Any, sample_weight: Any, mask: Any) -> tuple[jax.Array, list]:
-        """``(total, [per-output losses])``; weights and padding handled as documented."""
+    def loss(self, y_true: Any, y_pred: Any, sample_weight: Any, mask: Any,
+             count: Any = None) -> tuple[jax.Array, list]:
+        """``(total, [per-output losses])``; weights and padding handled as documented.
+
+        ``count``: the number of real rows to average over (default: this batch's); data
+        parallelism passes the global count so that per-device losses add up."""
         yt, yp = self.flatten_targets(y_true), self.flatten_outputs(y_pred)
         w = mask if sample_weight is None else mask * sample_weight
-        count = jnp.maximum(jnp.sum(mask), 1.0)
+        count = jnp.maximum(jnp.sum(mask) if count is None else count, 1.0)
         total = jnp.zeros((), jnp.float32)
         parts = []
         for loss, weight, t, p in zip(self.losses, self.weights, yt, yp):

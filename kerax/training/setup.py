@@ -35,6 +35,7 @@ class CompileConfig:
     on_nan: str
     max_consecutive_nonfinite: int
     jit_compile: bool
+    distribute: Any = None
 
     def to_config(self) -> dict:
         from kerax import losses
@@ -128,14 +129,16 @@ def check_targets(objectives: Objectives, model: Any, batch: ArrayData) -> None:
 def train_step_for(model: Any, compiled: CompileConfig, objectives: Objectives, on_nan: str) -> TrainStep:
     key = ("train", id(objectives), on_nan)
     if key not in model._step_cache:
-        model._step_cache[key] = TrainStep(model, objectives, compiled.steps_per_execution, on_nan)
+        model._step_cache[key] = TrainStep(model, objectives, compiled.steps_per_execution, on_nan,
+                                           distribute=compiled.distribute)
     return model._step_cache[key]
 
 
 def eval_step_for(model: Any, objectives: Objectives) -> EvalStep:
     key = ("eval", id(objectives))
     if key not in model._step_cache:
-        model._step_cache[key] = EvalStep(model, objectives)
+        compiled = getattr(model, "_compiled", None)
+        model._step_cache[key] = EvalStep(model, objectives, distribute=getattr(compiled, "distribute", None))
     return model._step_cache[key]
 
 

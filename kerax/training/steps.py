@@ -28,6 +28,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from kerax import errors
 from kerax.core.layer import aux_losses
@@ -85,7 +86,7 @@ class TrainStep:
     """A compiled training step (see the module docstring); build with ``make_train_step``."""
 
     def __init__(self, model: Any, objectives: Objectives, steps_per_execution: int = 1,
-                 on_nan: str = "warn", unroll: bool | None = None) -> None:
+                 on_nan: str = "warn", unroll: bool | None = None, distribute: Any = None) -> None:
         if on_nan not in ON_NAN:
             raise errors.ConfigError(f"on_nan must be one of {list(ON_NAN)}; received {on_nan!r}")
         if not isinstance(steps_per_execution, int) or steps_per_execution < 1:
@@ -95,27 +96,46 @@ class TrainStep:
         self.model, self.objectives = model, objectives
         self.k, self.on_nan = steps_per_execution, on_nan
         self.unroll = (uses_conv(model) and jax.default_backend() == "cpu") if unroll is None else unroll
-        self.run = jax.jit(self._run, donate_argnums=(0, 1))
+        self.distribute = distribute
+        self.axis = distribute.axis_name if distribute is not None and distribute.mode == "pmap" else None
+        if self.axis is not None:
+            self.run = jax.pmap(self._run, axis_name=self.axis, donate_argnums=(0, 1),
+                                devices=distribute.devices)
+        else:
+            self.run = jax.jit(self._run, donate_argnums=(0, 1))
         self._call = jax.jit(self._call_impl, donate_argnums=(0,))
 
     def init_metrics(self) -> dict:
         return self.objectives.init()
 
     def compute(self, metric_state: dict) -> dict:
+        if self.axis is not None:  # one state per device: additive, so sum them
+            metric_state = jax.tree.map(lambda a: a.sum(0), metric_state)
         return _compute(self.objectives, metric_state)
+
+    def _psum(self, x: Any) -> Any:
+        return x if self.axis is None else jax.lax.psum(x, self.axis)
 
     # -- one optimizer step ---------------------------------------------------------------------
 
     def _one(self, ts: Any, mstate: dict, x: Any, y: Any, sw: Any, mask: Any) -> tuple[Any, dict]:
         model, obj = self.model, self.objectives
+        # Under pmap each device averages over the *global* number of rows and the sums of
+        # the devices' losses and gradients are the single-device ones.
+        count = self._psum(jnp.sum(mask))
+        share = 1.0 if self.axis is None else 1.0 / jax.lax.psum(1, self.axis)
+        rng = ts.step_key() if self.axis is None else jax.random.fold_in(ts.step_key(), jax.lax.axis_index(self.axis))
 
         def loss_fn(params):
-            y_pred, new_state = model.apply(params, ts.state, x, rng=ts.step_key(), training=True)
-            total, parts = obj.loss(y, y_pred, sw, mask)
-            total = total + model.penalty(params) + aux_losses(new_state)
+            y_pred, new_state = model.apply(params, ts.state, x, rng=rng, training=True)
+            total, parts = obj.loss(y, y_pred, sw, mask, count)
+            total = total + share * (model.penalty(params) + aux_losses(new_state))
             return total, (y_pred, new_state, parts)
 
         (total, (y_pred, new_state, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params)
+        if self.axis is not None:
+            total, parts, grads = self._psum((total, parts, grads))
+            new_state = jax.lax.pmean(new_state, self.axis)
         candidate = ts.apply_gradients(grads, state=new_state)
         finite = jnp.isfinite(total)
         if self.on_nan != "warn":  # a finite loss can still have non-finite gradients
@@ -136,20 +156,25 @@ class TrainStep:
         mstate[NAN_KEY] = jnp.stack([bad[0] + nonfinite, jnp.where(finite, 0.0, bad[1] + 1.0)])
         return new_ts, mstate
 
-    def _run(self, ts: Any, mstate: dict, data: Any, idx: Any) -> tuple[Any, dict, Any]:
+    def _run(self, ts: Any, mstate: dict, data: Any, idx: Any, mask: Any = None) -> tuple[Any, dict, Any]:
         """K steps over ``data`` (leading axis K) or over ``data[idx[k]]``; see module doc.
 
-        Training batches are never padded (padding rows would bias BatchNormalization's
-        statistics), so every row counts."""
+        ``mask`` (K, B) marks real rows; None means all. Only data parallelism pads a
+        training batch (to a multiple of the device count)."""
 
         def body(carry, xs):
             ts, mstate = carry
+            if mask is not None:
+                xs, m = xs
             batch = xs if idx is None else jax.tree.map(lambda a: a[xs], data)
             x, y, sw = batch
-            m = jnp.ones((_batch_size(x),), jnp.float32)
+            if mask is None:
+                m = jnp.ones((_batch_size(x),), jnp.float32)
             return self._one(ts, mstate, x, y, sw, m), None
 
         xs = data if idx is None else idx
+        if mask is not None:
+            xs = (xs, mask)
         k = jax.tree.leaves(xs)[0].shape[0]
         ts, mstate = _loop(body, (ts, mstate), xs, k, self.unroll)
         return ts, mstate, ts.step + 0  # a small output to wait on without touching ts
@@ -163,9 +188,19 @@ class TrainStep:
         return ts, self.objectives.compute(mstate)
 
     def __call__(self, ts: Any, batch: Any) -> tuple[Any, dict]:
-        """``(ts, logs)`` after one call (``steps_per_execution`` optimizer steps)."""
-        ts, logs = self._call(ts, batch)
-        return ts, {k: logs[k] for k in self.objectives.log_names() if k in logs}
+        """``(ts, logs)`` after one call (``steps_per_execution`` optimizer steps).
+
+        With ``distribute``, ``ts`` is replicated (``dp.replicate(ts)``) and ``batch`` is
+        the global batch on the host; the step splits it over the devices."""
+        if self.distribute is None:
+            ts, logs = self._call(ts, batch)
+            return ts, {k: logs[k] for k in self.objectives.log_names() if k in logs}
+        x, y, sw = _split_batch(batch)
+        data = (x, y, sw) if self.k > 1 else jax.tree.map(lambda a: np.asarray(a)[None], (x, y, sw))
+        self.distribute.check_batch_size(_batch_size(data, 1))
+        data, mask = self.distribute.shard_batch(data, stacked=True)
+        ts, mstate, _ = self.run(ts, self.distribute.replicate(self.objectives.init()), data, None, mask)
+        return ts, self.compute(mstate)
 
 
 
@@ -183,16 +218,24 @@ def _compute(objectives: Objectives, mstate: dict) -> dict:
 class EvalStep:
     """A compiled evaluation step: accumulates the loss and metrics without updating."""
 
-    def __init__(self, model: Any, objectives: Objectives, steps_per_execution: int = 1) -> None:
+    def __init__(self, model: Any, objectives: Objectives, steps_per_execution: int = 1,
+                 distribute: Any = None) -> None:
         self.model, self.objectives, self.k = model, objectives, steps_per_execution
         self.unroll = uses_conv(model) and jax.default_backend() == "cpu"
-        self.run = jax.jit(self._run, donate_argnums=(2,))
+        self.distribute = distribute
+        self.axis = distribute.axis_name if distribute is not None and distribute.mode == "pmap" else None
+        if self.axis is not None:
+            self.run = jax.pmap(self._run, axis_name=self.axis, donate_argnums=(2,), devices=distribute.devices)
+        else:
+            self.run = jax.jit(self._run, donate_argnums=(2,))
         self._call = jax.jit(self._call_impl)
 
     def init_metrics(self) -> dict:
         return self.objectives.init()
 
     def compute(self, metric_state: dict) -> dict:
+        if self.axis is not None:
+            metric_state = jax.tree.map(lambda a: a.sum(0), metric_state)
         return _compute(self.objectives, metric_state)
 
     def _run(self, params: Any, state: Any, mstate: dict, data: Any, idx: Any, mask: Any) -> dict:
@@ -206,8 +249,13 @@ class EvalStep:
                 batch = jax.tree.map(lambda a: a[i], data)
             x, y, sw = batch
             y_pred, new_state = self.model.apply(params, state, x, training=False)
-            total, parts = obj.loss(y, y_pred, sw, m)
-            total = total + self.model.penalty(params) + aux_losses(new_state)
+            if self.axis is None:
+                total, parts = obj.loss(y, y_pred, sw, m)
+                total = total + self.model.penalty(params) + aux_losses(new_state)
+            else:
+                total, parts = obj.loss(y, y_pred, sw, m, jax.lax.psum(jnp.sum(m), self.axis))
+                total, parts = jax.lax.psum((total, parts), self.axis)
+                total = total + self.model.penalty(params) + jax.lax.pmean(aux_losses(new_state), self.axis)
             return obj.update(mstate, total, parts, y, y_pred, sw, m), None
 
         xs = (data if idx is None else idx, mask)
@@ -222,8 +270,13 @@ class EvalStep:
 
     def __call__(self, ts: Any, batch: Any) -> dict:
         """The logs (loss and metrics) of ``batch`` under ``ts``'s weights."""
-        logs = self._call(ts, batch)
-        return {k: logs[k] for k in self.objectives.log_names() if k in logs}
+        if self.distribute is None:
+            logs = self._call(ts, batch)
+            return {k: logs[k] for k in self.objectives.log_names() if k in logs}
+        x, y, sw = _split_batch(batch)
+        data, mask = self.distribute.shard_batch(jax.tree.map(lambda a: np.asarray(a)[None], (x, y, sw)), stacked=True)
+        mstate = self.run(ts.params, ts.state, self.distribute.replicate(self.objectives.init()), data, None, mask)
+        return self.compute(mstate)
 
 
 def make_train_step(model: Any, loss: Any, metrics: Any = None, loss_weights: Any = None,
@@ -234,21 +287,19 @@ def make_train_step(model: Any, loss: Any, metrics: Any = None, loss_weights: An
     ``loss``, ``metrics`` and ``loss_weights`` take what ``compile`` takes (names, objects,
     per-output lists or dicts). ``ts`` is a :class:`~kerax.TrainState` and is donated.
     """
-    _no_distribute(distribute)
     return TrainStep(model, Objectives.create(model, loss, metrics, loss_weights),
-                     steps_per_execution, on_nan)
+                     steps_per_execution, on_nan, distribute=_checked(distribute))
 
 
 def make_eval_step(model: Any, loss: Any, metrics: Any = None, loss_weights: Any = None,
                    distribute: Any = None) -> EvalStep:
     """A jit-compiled ``eval_step(ts, batch) -> logs`` (no update)."""
-    _no_distribute(distribute)
-    return EvalStep(model, Objectives.create(model, loss, metrics, loss_weights))
+    return EvalStep(model, Objectives.create(model, loss, metrics, loss_weights), distribute=_checked(distribute))
 
 
 def make_predict_step(model: Any, distribute: Any = None) -> Any:
     """A jit-compiled ``predict_step(params, state, x) -> outputs`` (``training=False``)."""
-    _no_distribute(distribute)
+    _checked(distribute)
 
     @jax.jit
     def predict_step(params: Any, state: Any, x: Any) -> Any:
@@ -257,6 +308,11 @@ def make_predict_step(model: Any, distribute: Any = None) -> Any:
     return predict_step
 
 
-def _no_distribute(distribute: Any) -> None:
-    if distribute is not None:
-        raise errors.ConfigError("distribute= is not available yet in this version of kerax")
+def _checked(distribute: Any) -> Any:
+    from kerax.distribute import DataParallel
+
+    if distribute is not None and not isinstance(distribute, DataParallel):
+        raise errors.ConfigError(
+            f"distribute= expects a kx.distribute.DataParallel; received {type(distribute).__name__}"
+        )
+    return distribute
