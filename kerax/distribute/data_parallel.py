@@ -91,7 +91,7 @@ class DataParallel:
             return jax.device_put(stacked, self.sharding(self.axis_name))
         sharding = self.sharding()
         if self.multi_process:
-            return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree)
+            return jax.tree.map(lambda a: _global(sharding, a), tree)
         return jax.device_put(tree, sharding)
 
     def unreplicate(self, tree: Any) -> Any:
@@ -142,6 +142,14 @@ class DataParallel:
         else:
             put = lambda a: jax.device_put(np.asarray(a), sharding)
         return jax.tree.map(put, batch), put(mask)
+
+
+def _global(sharding: NamedSharding, a: Any) -> Any:
+    """A global array from this process's copy (random keys travel as their key data)."""
+    if hasattr(a, "dtype") and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+        data = jax.make_array_from_process_local_data(sharding, np.asarray(jax.random.key_data(a)))
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+    return jax.make_array_from_process_local_data(sharding, np.asarray(a))
 
 
 def replicate(tree: Any, devices: Sequence[Any] | None = None) -> Any:

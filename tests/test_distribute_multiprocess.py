@@ -1,0 +1,97 @@
+"""Several processes on one machine (127.0.0.1), each with 2 CPU devices: RELIABILITY E3,
+E4, E7-E10. Every test bounds its own time and kills its processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+WORKER = Path(__file__).parent / "mp_worker.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(scenario: str, tmp_path: Path, nproc: int = 2, start: tuple = (0, 1), timeout: float = 120,
+            init_timeout: int = 20):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["MP_INIT_TIMEOUT"] = str(init_timeout)
+    procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), str(nproc), str(port), scenario, str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+             for i in start]
+    t0 = time.time()
+    outputs = []
+    try:
+        for p in procs:
+            remaining = max(1.0, timeout - (time.time() - t0))
+            out, _ = p.communicate(timeout=remaining)
+            outputs.append((p.returncode, out.decode(errors="replace")))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return outputs, time.time() - t0
+
+
+def _reference():
+    """One process, one device, over the same global batches."""
+    import kerax as kx
+    from kerax import layers
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 3, 64).astype(np.int32)
+    m = kx.Sequential([layers.Dense(8, activation="relu", input_shape=(4,)), layers.Dense(3)])
+    m.compile(optimizer="adam", loss=kx.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    history = m.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, seed=0)
+    return m.get_weights(), history.history["loss"], m.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+
+
+def test_e3_e4_two_processes_train_like_one(tmp_path):
+    outputs, _ = _launch("fit", tmp_path)
+    for code, text in outputs:
+        assert code == 0, text[-3000:]
+    got = [np.load(tmp_path / f"params{i}.npz") for i in range(2)]
+    weights, losses, logs = _reference()
+    for i, w in enumerate(weights):
+        np.testing.assert_array_equal(got[0][f"arr_{i}"], got[1][f"arr_{i}"])  # E3: bitwise equal
+        np.testing.assert_allclose(got[0][f"arr_{i}"], w, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[0]["loss"], losses, rtol=1e-5)
+    assert float(got[0]["eval_loss"]) == float(got[1]["eval_loss"])  # E4: identical on both
+    assert float(got[0]["eval_loss"]) == pytest.approx(logs["loss"], abs=1e-6)
+    assert float(got[0]["eval_acc"]) == pytest.approx(logs["accuracy"], abs=1e-6)
+
+
+def test_e9_uneven_local_data_is_an_error_not_a_hang(tmp_path):
+    outputs, elapsed = _launch("uneven", tmp_path, timeout=90)
+    assert all(code == 3 for code, _ in outputs), [t[-2000:] for _, t in outputs]
+    text = (tmp_path / "error0.txt").read_text()
+    assert "same number of samples" in text and "process 0: 32" in text and "process 1: 29" in text
+
+
+def test_e8_missing_process_times_out(tmp_path):
+    outputs, elapsed = _launch("fit", tmp_path, start=(0,), timeout=60, init_timeout=5)
+    code, text = outputs[0]
+    assert code != 0 and elapsed < 5 + 15
+
+
+def test_e7_process_exiting_early_does_not_hang(tmp_path):
+    outputs, elapsed = _launch("exit_early", tmp_path, timeout=75)
+    assert outputs[0][0] != 0 and elapsed < 70
+
+
+def test_e10_without_collectives_a_clear_error(tmp_path):
+    outputs, _ = _launch("no_collectives", tmp_path, timeout=90)
+    texts = [(tmp_path / f"error{i}.txt").read_text() for i in range(2) if (tmp_path / f"error{i}.txt").exists()]
+    assert texts and all("requires gloo collectives" in t for t in texts), [o[1][-1500:] for o in outputs]
