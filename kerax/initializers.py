@@ -179,7 +179,10 @@ class RandomNormal(Initializer):
         _check(self.stddev >= 0, type(self).__name__, "stddev >= 0", f"stddev={self.stddev}")
 
     def _draw(self, key: Any, shape: tuple[int, ...], dtype: np.dtype) -> jax.Array:
-        return self.mean + self.stddev * jax.random.normal(key, shape, dtype)
+        # The barrier keeps XLA from folding the scale into the sampler's own constants under
+        # jit, which rounds differently from eager execution (init must be equal both ways).
+        draw = self.stddev * jax.lax.optimization_barrier(jax.random.normal(key, shape, dtype))
+        return draw + self.mean if self.mean else draw
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,13 @@
 """Every public layer, one family per module."""
 
 from kerax.core.symbolic import InputLayer
+from kerax.layers.activation import (
+    ELU,
+    LeakyReLU,
+    PReLU,
+    ReLU,
+    Softmax,
+)
 from kerax.layers.core import Activation, Dense, Embedding, FunctionLayer, Identity, Lambda
 from kerax.layers.conv import (
     Conv1D,
@@ -42,6 +49,22 @@ from kerax.layers.merge import (
     multiply,
     subtract,
 )
+from kerax.layers.noise import (
+    ActivityRegularization,
+    AlphaDropout,
+    GaussianDropout,
+    GaussianNoise,
+    SpatialDropout1D,
+    SpatialDropout2D,
+    SpatialDropout3D,
+)
+from kerax.layers.normalization import (
+    BatchNormalization,
+    GroupNormalization,
+    LayerNormalization,
+    RMSNormalization,
+    UnitNormalization,
+)
 from kerax.layers.pooling import (
     AveragePooling1D,
     AveragePooling2D,
@@ -68,12 +91,31 @@ from kerax.layers.pooling import (
     MaxPooling2D,
     MaxPooling3D,
 )
+from kerax.layers.preprocessing import (
+    CenterCrop,
+    Normalization,
+    Rescaling,
+    Resizing,
+)
 from kerax.layers.regularization import Dropout
 from kerax.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
+from kerax.layers.spatial_reshaping import (
+    Cropping1D,
+    Cropping2D,
+    Cropping3D,
+    UpSampling1D,
+    UpSampling2D,
+    UpSampling3D,
+    ZeroPadding1D,
+    ZeroPadding2D,
+    ZeroPadding3D,
+)
 
 __all__ = [
     "Activation",
+    "ActivityRegularization",
     "Add",
+    "AlphaDropout",
     "Average",
     "AveragePooling1D",
     "AveragePooling2D",
@@ -81,6 +123,8 @@ __all__ = [
     "AvgPool1D",
     "AvgPool2D",
     "AvgPool3D",
+    "BatchNormalization",
+    "CenterCrop",
     "Concatenate",
     "Conv1D",
     "Conv1DTranspose",
@@ -94,14 +138,20 @@ __all__ = [
     "Convolution2DTranspose",
     "Convolution3D",
     "Convolution3DTranspose",
+    "Cropping1D",
+    "Cropping2D",
+    "Cropping3D",
     "Dense",
     "DepthwiseConv1D",
     "DepthwiseConv2D",
     "Dot",
     "Dropout",
+    "ELU",
     "Embedding",
     "Flatten",
     "FunctionLayer",
+    "GaussianDropout",
+    "GaussianNoise",
     "GlobalAveragePooling1D",
     "GlobalAveragePooling2D",
     "GlobalAveragePooling3D",
@@ -114,9 +164,12 @@ __all__ = [
     "GlobalMaxPooling1D",
     "GlobalMaxPooling2D",
     "GlobalMaxPooling3D",
+    "GroupNormalization",
     "Identity",
     "InputLayer",
     "Lambda",
+    "LayerNormalization",
+    "LeakyReLU",
     "MaxPool1D",
     "MaxPool2D",
     "MaxPool3D",
@@ -126,14 +179,31 @@ __all__ = [
     "Maximum",
     "Minimum",
     "Multiply",
+    "Normalization",
+    "PReLU",
     "Permute",
+    "RMSNormalization",
+    "ReLU",
     "RepeatVector",
+    "Rescaling",
     "Reshape",
+    "Resizing",
     "SeparableConv1D",
     "SeparableConv2D",
     "SeparableConvolution1D",
     "SeparableConvolution2D",
+    "Softmax",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
     "Subtract",
+    "UnitNormalization",
+    "UpSampling1D",
+    "UpSampling2D",
+    "UpSampling3D",
+    "ZeroPadding1D",
+    "ZeroPadding2D",
+    "ZeroPadding3D",
     "add",
     "average",
     "concatenate",

@@ -19,7 +19,7 @@ def _fmt_out(tree: Any) -> str:
 
 
 def _nbytes(tree: Any) -> int:
-    return int(sum(np.prod(a.shape, dtype=np.int64) * a.dtype.itemsize for a in jax.tree.leaves(tree)))
+    return int(sum(np.prod(a.shape, dtype=np.int64) * a.dtype.itemsize for a in weights.weight_leaves(tree)))
 
 
 def _size(n: int) -> str:

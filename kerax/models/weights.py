@@ -8,6 +8,7 @@ import jax
 import numpy as np
 
 from kerax import errors
+from kerax.core.layer import AUX_LOSS
 from kerax.core.specs import path_str
 
 
@@ -24,7 +25,7 @@ def ordered_paths(params: dict, state: dict) -> list[tuple[str, tuple[str, ...]]
         leaf_layer = any(not isinstance(v, dict) for v in list(p.values()) + list(s.values()))
         if leaf_layer:
             out.extend(("params", prefix + (k,)) for k in p)
-            out.extend(("state", prefix + (k,)) for k in s)
+            out.extend(("state", prefix + (k,)) for k in s if k != AUX_LOSS)
             return
         for k in keys:
             walk(p.get(k), s.get(k), prefix + (k,))
@@ -101,4 +102,10 @@ def check_tree(what: str, expected: Any, received: Any) -> None:
 
 
 def count(tree: Any) -> int:
-    return int(sum(np.prod(np.shape(a), dtype=np.int64) for a in jax.tree.leaves(tree)))
+    """Number of weight values (``aux_loss`` entries in state are not weights)."""
+    return int(sum(np.prod(np.shape(a), dtype=np.int64) for a in weight_leaves(tree)))
+
+
+def weight_leaves(tree: Any) -> list:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [v for p, v in flat if not p or getattr(p[-1], "key", None) != AUX_LOSS]

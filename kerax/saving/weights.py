@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from kerax import errors
+from kerax.core.layer import AUX_LOSS
 from kerax.core.specs import flat_paths
 
 FORMAT = "kerax-weights/1"
@@ -34,12 +35,17 @@ def _unflatten(flat: dict[str, Any]) -> dict:
     return tree
 
 
+def _aux(path: str) -> bool:
+    return path.rsplit("/", 1)[-1] == AUX_LOSS  # per-step loss terms in state, not weights
+
+
 def save_weights(model: Any, path: str | os.PathLike) -> None:
     """Writes ``model.params`` and ``model.state`` to ``path`` atomically (temp + rename)."""
     from safetensors.numpy import save
 
     params = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat_paths(model.params).items()}
-    state = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat_paths(model.state).items()}
+    state = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat_paths(model.state).items()
+             if not _aux(k)}
     clash = sorted(set(params) & set(state))
     if clash:
         raise errors.WeightsError(f"weight paths used in both params and state: {clash}")
@@ -70,7 +76,7 @@ def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = Fals
     except (SafetensorError, ValueError, OSError) as e:
         raise errors.CorruptFileError(f"{path}: not a readable weights file ({e})") from None
     expected = {"params": flat_paths(model.params), "state": flat_paths(model.state)}
-    wanted = {**expected["params"], **expected["state"]}
+    wanted = {k: v for k, v in {**expected["params"], **expected["state"]}.items() if not _aux(k)}
     missing = sorted(set(wanted) - set(tensors))
     unexpected = sorted(set(tensors) - set(wanted))
     if (missing or unexpected) and not skip_mismatch:
