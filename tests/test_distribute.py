@@ -24,7 +24,18 @@ def mlp():
     return kx.Sequential([layers.Dense(8, activation="relu", input_shape=(4,)), layers.Dense(3)])
 
 
-MODELS = {"mlp": (mlp, (4,))}
+def cnn_bn():
+    return kx.Sequential([
+        layers.Conv2D(4, 3, use_bias=False, input_shape=(6, 6, 2)),  # a bias before BN has no gradient
+        layers.BatchNormalization(synchronized=True),
+        layers.Activation("relu"),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dense(3),
+    ])
+
+
+MODELS = {"mlp": (mlp, (4,)), "cnn_bn": (cnn_bn, (6, 6, 2))}
 
 
 def _close(a, b, tol=1e-5):
