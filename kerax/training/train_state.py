@@ -42,10 +42,14 @@ class TrainState:
         tx: optax.GradientTransformation,
         rng: jax.Array | int = 0,
     ) -> "TrainState":
-        """A fresh state at step 0 (``model`` is accepted for symmetry and unused)."""
+        """A fresh state at step 0 (``model`` is accepted for symmetry and unused).
+
+        ``params`` and ``state`` are copied: the train steps donate the train state's
+        buffers, and the arrays passed in (``model.params``, say) must stay usable."""
         del model
         if isinstance(rng, int):
             rng = jax.random.key(rng)
+        params, state = jax.tree.map(jnp.copy, (params, state))
         return cls(
             step=jnp.zeros((), jnp.int32),
             params=params,
