@@ -8,6 +8,11 @@ from kerax.layers.activation import (
     ReLU,
     Softmax,
 )
+from kerax.layers.attention import (
+    AdditiveAttention,
+    Attention,
+    MultiHeadAttention,
+)
 from kerax.layers.core import Activation, Dense, Embedding, FunctionLayer, Identity, Lambda
 from kerax.layers.conv import (
     Conv1D,
@@ -115,7 +120,9 @@ __all__ = [
     "Activation",
     "ActivityRegularization",
     "Add",
+    "AdditiveAttention",
     "AlphaDropout",
+    "Attention",
     "Average",
     "AveragePooling1D",
     "AveragePooling2D",
@@ -178,6 +185,7 @@ __all__ = [
     "MaxPooling3D",
     "Maximum",
     "Minimum",
+    "MultiHeadAttention",
     "Multiply",
     "Normalization",
     "PReLU",
