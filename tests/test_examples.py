@@ -33,3 +33,14 @@ def test_custom_train_loop_example_learns():
     result = _load("custom_train_loop").main(epochs=2)
     assert result["steps"] == 2 * (1792 // 64)
     assert result["history"][-1]["val_accuracy"] > 0.7
+
+
+def test_digits_cnn_example_learns():
+    result = _load("digits_cnn").main(n_train=600, n_test=200, epochs=3, verbose=0)
+    assert result["test_accuracy"] > 0.8
+
+
+def test_data_parallel_example_matches_one_device():
+    result = _load("data_parallel").main(epochs=1, n=256)
+    assert result["max_weight_diff"] < 1e-5
+    assert result["history_1"]["loss"] == __import__("pytest").approx(result["history_n"]["loss"], rel=1e-5)
