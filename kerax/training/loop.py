@@ -210,7 +210,11 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
     cbs = CallbackList(user_callbacks + [history], model, {"epochs": epochs, "steps": steps_total, "verbose": verbose})
     trainer = _Trainer(model, step, cbs, verbose, compiled.max_consecutive_nonfinite)
     model.stop_training = False
+    model._resume_epoch = None
     cbs.on_train_begin(None)
+    if model._resume_epoch is not None:  # a callback (BackupAndRestore) restored a train state
+        initial_epoch = int(model._resume_epoch)
+        model._params, model._state = _copy(model._ts.params), _copy(model._ts.state)
     logs: dict = {}
     for epoch in range(initial_epoch, epochs):
         cbs.on_epoch_begin(epoch, None)
