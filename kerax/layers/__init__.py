@@ -36,6 +36,9 @@ from kerax.layers.conv_depthwise import (
     SeparableConvolution1D,
     SeparableConvolution2D,
 )
+from kerax.layers.masking import (
+    Masking,
+)
 from kerax.layers.merge import (
     Add,
     Average,
@@ -102,8 +105,19 @@ from kerax.layers.preprocessing import (
     Rescaling,
     Resizing,
 )
+from kerax.layers.recurrent import (
+    GRU,
+    LSTM,
+    RNN,
+    SimpleRNN,
+)
 from kerax.layers.regularization import Dropout
 from kerax.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
+from kerax.layers.rnn_cells import (
+    GRUCell,
+    LSTMCell,
+    SimpleRNNCell,
+)
 from kerax.layers.spatial_reshaping import (
     Cropping1D,
     Cropping2D,
@@ -114,6 +128,10 @@ from kerax.layers.spatial_reshaping import (
     ZeroPadding1D,
     ZeroPadding2D,
     ZeroPadding3D,
+)
+from kerax.layers.wrappers import (
+    Bidirectional,
+    TimeDistributed,
 )
 
 __all__ = [
@@ -131,6 +149,7 @@ __all__ = [
     "AvgPool2D",
     "AvgPool3D",
     "BatchNormalization",
+    "Bidirectional",
     "CenterCrop",
     "Concatenate",
     "Conv1D",
@@ -157,6 +176,8 @@ __all__ = [
     "Embedding",
     "Flatten",
     "FunctionLayer",
+    "GRU",
+    "GRUCell",
     "GaussianDropout",
     "GaussianNoise",
     "GlobalAveragePooling1D",
@@ -174,9 +195,12 @@ __all__ = [
     "GroupNormalization",
     "Identity",
     "InputLayer",
+    "LSTM",
+    "LSTMCell",
     "Lambda",
     "LayerNormalization",
     "LeakyReLU",
+    "Masking",
     "MaxPool1D",
     "MaxPool2D",
     "MaxPool3D",
@@ -191,6 +215,7 @@ __all__ = [
     "PReLU",
     "Permute",
     "RMSNormalization",
+    "RNN",
     "ReLU",
     "RepeatVector",
     "Rescaling",
@@ -200,11 +225,14 @@ __all__ = [
     "SeparableConv2D",
     "SeparableConvolution1D",
     "SeparableConvolution2D",
+    "SimpleRNN",
+    "SimpleRNNCell",
     "Softmax",
     "SpatialDropout1D",
     "SpatialDropout2D",
     "SpatialDropout3D",
     "Subtract",
+    "TimeDistributed",
     "UnitNormalization",
     "UpSampling1D",
     "UpSampling2D",
