@@ -36,7 +36,7 @@ def test_custom_train_loop_example_learns():
 
 
 def test_digits_cnn_example_learns():
-    result = _load("digits_cnn").main(n_train=600, n_test=200, epochs=3, verbose=0)
+    result = _load("digits_cnn").main(n_train=800, n_test=200, epochs=3, verbose=0)
     assert result["test_accuracy"] > 0.8
 
 
