@@ -35,7 +35,11 @@ def cnn_bn():
     ])
 
 
-MODELS = {"mlp": (mlp, (4,)), "cnn_bn": (cnn_bn, (6, 6, 2))}
+def lstm():
+    return kx.Sequential([layers.LSTM(8, input_shape=(5, 3)), layers.Dense(3)])
+
+
+MODELS = {"mlp": (mlp, (4,)), "cnn_bn": (cnn_bn, (6, 6, 2)), "lstm": (lstm, (5, 3))}
 
 
 def _close(a, b, tol=1e-5):
