@@ -48,6 +48,13 @@ def model():
     return m
 
 
+if scenario == "pmap_span":
+    try:
+        kx.distribute.DataParallel(jax.devices(), mode="pmap")
+    except Exception as e:
+        with open(os.path.join(out, f"error{pid}.txt"), "w") as f:
+            f.write(f"{type(e).__name__}: {e}")
+    sys.exit(0)
 x, y = local_share(*global_data())
 if scenario == "uneven" and pid == 1:
     x, y = x[:-3], y[:-3]

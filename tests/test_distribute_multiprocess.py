@@ -95,3 +95,10 @@ def test_e10_without_collectives_a_clear_error(tmp_path):
     outputs, _ = _launch("no_collectives", tmp_path, timeout=90)
     texts = [(tmp_path / f"error{i}.txt").read_text() for i in range(2) if (tmp_path / f"error{i}.txt").exists()]
     assert texts and all("requires gloo collectives" in t for t in texts), [o[1][-1500:] for o in outputs]
+
+
+def test_pmap_over_devices_of_several_processes_is_refused(tmp_path):
+    outputs, _ = _launch("pmap_span", tmp_path, timeout=90)
+    assert all(code == 0 for code, _ in outputs), [o[1][-1500:] for o in outputs]
+    text = (tmp_path / "error0.txt").read_text()
+    assert "ConfigError" in text and "spans processes [0, 1]" in text

@@ -44,3 +44,8 @@ def test_data_parallel_example_matches_one_device():
     result = _load("data_parallel").main(epochs=1, n=256)
     assert result["max_weight_diff"] < 1e-5
     assert result["history_1"]["loss"] == __import__("pytest").approx(result["history_n"]["loss"], rel=1e-5)
+
+
+def test_text_lstm_example_learns_with_masking():
+    result = _load("text_lstm").main(n_train=800, n_test=200, epochs=2, verbose=0)
+    assert result["test_accuracy"] > 0.8

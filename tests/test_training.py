@@ -404,7 +404,9 @@ def test_d1_d2_same_seed_same_weights_different_seed_different():
     assert _train_hash(11) != _train_hash(12)
 
 
-def test_d1_across_processes(tmp_path):
+@pytest.mark.parametrize("variant", ["plain", "single_thread_eigen", "one_core"])
+def test_d1_d3_across_processes(tmp_path, variant):
+    import shutil
     import subprocess
     import sys
 
@@ -413,8 +415,16 @@ def test_d1_across_processes(tmp_path):
         "import sys; sys.path.insert(0, %r)\n" % str(__import__("pathlib").Path(__file__).parent)
         + "from test_training import _train_hash\nprint(_train_hash(11))\n"
     )
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                         env={**__import__("os").environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    flags = "--xla_force_host_platform_device_count=4"
+    if variant == "single_thread_eigen":
+        flags += " --xla_cpu_multi_thread_eigen=false"
+    command = [sys.executable, str(script)]
+    if variant == "one_core":
+        if shutil.which("taskset") is None:
+            pytest.skip("taskset is not installed")
+        command = ["taskset", "-c", "0", *command]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "XLA_FLAGS": flags})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == _train_hash(11)
 
