@@ -7,6 +7,7 @@ The curated public API. The pure core: ``kx.Layer``, ``kx.layers``, ``kx.activat
 from kerax import (
     activations,
     callbacks,
+    checkpoint,
     distribute,
     errors,
     initializers,
@@ -36,6 +37,7 @@ __all__ = [
     "__version__",
     "activations",
     "callbacks",
+    "checkpoint",
     "distribute",
     "errors",
     "initializers",

@@ -93,17 +93,24 @@ class _Trainer:
         self.ts = self.model._ts if self.dp is None else self.dp.replicate(self.model._ts)
         if self.dp is not None:
             mstate = self.dp.replicate(mstate)
-        self.batch = 0
+        # A mid-epoch resume (BackupAndRestore(save_freq=N)) skips the batches already done.
+        skip, self.model._resume_batch = getattr(self.model, "_resume_batch", None) or 0, None
+        if skip and not isinstance(source, (ArrayData, tuple)):
+            raise errors.ConfigError("resuming in the middle of an epoch needs in-memory arrays; "
+                                     "use BackupAndRestore(save_freq='epoch') with an iterable")
+        if skip and steps is not None:
+            steps = max(steps - skip, 0)
+        self.batch = skip
         total = None
         if isinstance(source, ArrayData):  # data parallel: host batches split over devices
-            groups = index_groups(epoch_order(source.n, shuffle, seed, epoch), batch_size, self.step.k, steps)
+            groups = index_groups(epoch_order(source.n, shuffle, seed, epoch)[skip * batch_size:], batch_size, self.step.k, steps)
             total = sum(len(g) for g in groups)
             feed = (self.dp.shard_batch(jax.tree.map(lambda a: a[g], (source.x, source.y, source.sample_weight)),
                                         stacked=True) + (len(g),) for g in groups)
             feed = ((data, None, k, mask) for data, mask, k in feed)
         elif isinstance(source, tuple):  # in-memory data on the device
             device_data, n = source
-            groups = index_groups(epoch_order(n, shuffle, seed, epoch), batch_size, self.step.k, steps)
+            groups = index_groups(epoch_order(n, shuffle, seed, epoch)[skip * batch_size:], batch_size, self.step.k, steps)
             total = sum(len(g) for g in groups)
             # One transfer for the whole epoch's indices.
             on_device = jax.device_put([g.astype(np.int32) for g in groups])
@@ -210,7 +217,7 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
     cbs = CallbackList(user_callbacks + [history], model, {"epochs": epochs, "steps": steps_total, "verbose": verbose})
     trainer = _Trainer(model, step, cbs, verbose, compiled.max_consecutive_nonfinite)
     model.stop_training = False
-    model._resume_epoch = None
+    model._resume_epoch = model._resume_batch = None
     cbs.on_train_begin(None)
     if model._resume_epoch is not None:  # a callback (BackupAndRestore) restored a train state
         initial_epoch = int(model._resume_epoch)

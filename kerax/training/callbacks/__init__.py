@@ -1,5 +1,6 @@
 """Callbacks: hooks into ``fit`` / ``evaluate`` / ``predict`` with Keras's names."""
 
+from kerax.training.callbacks.backup import BackupAndRestore
 from kerax.training.callbacks.base import Callback, CallbackList
 from kerax.training.callbacks.checkpoint import ModelCheckpoint
 from kerax.training.callbacks.logging import CSVLogger, History, LambdaCallback
@@ -11,6 +12,7 @@ from kerax.training.callbacks.monitor import (
 )
 
 __all__ = [
+    "BackupAndRestore",
     "CSVLogger",
     "Callback",
     "CallbackList",
