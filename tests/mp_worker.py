@@ -55,6 +55,14 @@ if scenario == "pmap_span":
         with open(os.path.join(out, f"error{pid}.txt"), "w") as f:
             f.write(f"{type(e).__name__}: {e}")
     sys.exit(0)
+if scenario == "ckpt_restore":  # E5: a new 2-process run restores what the last one saved
+    m = model()
+    m.build(seed=0)
+    template = kx.TrainState.create(m, m.params, m.state, m._compiled.optimizer, rng=0)
+    ts, meta = kx.checkpoint.CheckpointManager(os.path.join(out, "ckpt")).restore(template)
+    np.savez(os.path.join(out, f"restored{pid}.npz"), *[np.asarray(a) for a in jax.tree.leaves(ts.params)],
+             step=np.asarray(ts.step), epoch=np.asarray(meta["epoch"]))
+    sys.exit(0)
 x, y = local_share(*global_data())
 if scenario == "uneven" and pid == 1:
     x, y = x[:-3], y[:-3]
@@ -68,6 +76,9 @@ except Exception as e:  # report the error text for the parent to check
     with open(os.path.join(out, f"error{pid}.txt"), "w") as f:
         f.write(f"{type(e).__name__}: {e}")
     sys.exit(3)
+if scenario == "ckpt_save":  # E5: process 0 writes, the others wait for the commit
+    kx.checkpoint.CheckpointManager(os.path.join(out, "ckpt")).save(int(m._ts.step), m._ts, {"epoch": 2})
+    np.savez(os.path.join(out, f"tsparams{pid}.npz"), *[np.asarray(a) for a in jax.tree.leaves(m._ts.params)])
 np.savez(os.path.join(out, f"params{pid}.npz"), *m.get_weights(),
          loss=np.array(history.history["loss"]), eval_loss=np.array(logs["loss"]),
          eval_acc=np.array(logs["accuracy"]))

@@ -102,3 +102,30 @@ def test_pmap_over_devices_of_several_processes_is_refused(tmp_path):
     assert all(code == 0 for code, _ in outputs), [o[1][-1500:] for o in outputs]
     text = (tmp_path / "error0.txt").read_text()
     assert "ConfigError" in text and "spans processes [0, 1]" in text
+
+
+def test_e5_e6_checkpoint_across_process_counts(tmp_path):
+    outputs, _ = _launch("ckpt_save", tmp_path)
+    assert all(code == 0 for code, _ in outputs), [o[1][-2000:] for o in outputs]
+    steps = [p.name for p in (tmp_path / "ckpt").iterdir()]
+    assert steps == ["step_8"], steps  # only finalized checkpoints, written once
+    saved = np.load(tmp_path / "tsparams0.npz")
+    outputs, _ = _launch("ckpt_restore", tmp_path)  # E5: a new 2-process run
+    assert all(code == 0 for code, _ in outputs), [o[1][-2000:] for o in outputs]
+    for pid in range(2):
+        restored = np.load(tmp_path / f"restored{pid}.npz")
+        assert int(restored["step"]) == 8 and int(restored["epoch"]) == 2
+        for i in range(len(saved.files)):
+            np.testing.assert_array_equal(restored[f"arr_{i}"], saved[f"arr_{i}"])
+    import jax  # E6: one process restores what two saved
+    import optax
+
+    import kerax as kx
+    from kerax import layers
+
+    m = kx.Sequential([layers.Dense(8, activation="relu", input_shape=(4,)), layers.Dense(3)])
+    m.build(seed=0)
+    template = kx.TrainState.create(m, m.params, m.state, kx.optimizers.get("adam"), rng=0)
+    ts, meta = kx.checkpoint.CheckpointManager(tmp_path / "ckpt").restore(template)
+    for i, leaf in enumerate(jax.tree.leaves(ts.params)):
+        np.testing.assert_array_equal(np.asarray(leaf), saved[f"arr_{i}"])

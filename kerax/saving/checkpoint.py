@@ -64,6 +64,13 @@ def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _local_copy(tree: Any) -> Any:
+    """Replicated global arrays (a multi-process run) -> this process's copy."""
+    return jax.tree.map(
+        lambda a: a.addressable_data(0) if isinstance(a, jax.Array) and not a.is_fully_addressable else a, tree
+    )
+
+
 def _flatten(ts: Any) -> tuple[dict[str, Any], dict[str, str], str | None]:
     """``{"<field>/<path>": leaf}``, the tree structure of each field, the rng impl name."""
     flat: dict[str, Any] = {}
@@ -231,11 +238,27 @@ class CheckpointManager:
             meta_json = json.loads(json.dumps(metadata or {}, default=_json_default, allow_nan=True))
         except (TypeError, ValueError) as e:
             raise errors.ConfigError(f"CheckpointManager.save: metadata must be JSON-serializable; {e}") from None
+        train_state = _local_copy(train_state)
         flat, structures, impl = _flatten(train_state)
         arrays, specs = _to_numpy(flat)
         manifest = {"format": FORMAT, "step": step, "rng_impl": impl, "jax_version": jax.__version__,
                     "structures": structures, "tensors": specs, "metadata": meta_json}
         final = self.directory / f"step_{step}"
+        if jax.process_count() > 1:  # one writer (process 0); the others wait until it is committed
+            from jax.experimental import multihost_utils
+
+            if jax.process_index() != 0:
+                multihost_utils.sync_global_devices(f"kerax checkpoint {step}")
+                return final
+            try:
+                return self._write_committed(step, final, arrays, manifest)
+            finally:
+                multihost_utils.sync_global_devices(f"kerax checkpoint {step}")
+        return self._write_committed(step, final, arrays, manifest)
+
+    def _write_committed(self, step: int, final: Path, arrays: dict, manifest: dict) -> Path:
+        from safetensors.numpy import save as st_save
+
         tmp = self.directory / f".tmp-step_{step}-{self.host}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
