@@ -21,6 +21,7 @@ from kerax import (
 )
 from kerax.core import Chain, Graph, Input, Layer, SymbolicTensor, register_layer
 from kerax.models import Model, Sequential
+from kerax.saving import load_model
 from kerax.training import TrainState, make_eval_step, make_predict_step, make_train_step
 
 __version__ = "0.1.0"
@@ -42,6 +43,7 @@ __all__ = [
     "errors",
     "initializers",
     "layers",
+    "load_model",
     "losses",
     "make_eval_step",
     "make_predict_step",

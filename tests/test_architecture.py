@@ -84,7 +84,7 @@ def test_every_kerax_module_imports():
 
 PUBLIC = [
     "Chain", "Graph", "Input", "Layer", "Model", "Sequential", "SymbolicTensor", "TrainState",
-    "__version__", "activations", "callbacks", "checkpoint", "distribute", "errors", "initializers", "layers", "losses",
+    "__version__", "activations", "callbacks", "checkpoint", "distribute", "errors", "initializers", "layers", "load_model", "losses",
     "make_eval_step", "make_predict_step", "make_train_step", "metrics", "optimizers",
     "register_layer", "regularizers", "schedules", "utils",
 ]

@@ -97,3 +97,12 @@ def test_verbose_zero_is_silent(capsys):
     x, y = _data()
     _model().fit(x, y, epochs=2, verbose=0, seed=0)
     assert capsys.readouterr().out == ""
+
+
+def test_model_checkpoint_writes_whole_models(tmp_path):
+    x, y = _data()
+    model = _model()
+    model.fit(x, y, epochs=2, verbose=0, seed=0,
+              callbacks=[kx.callbacks.ModelCheckpoint(str(tmp_path / "m-{epoch}.kerax"), monitor="loss")])
+    loaded = kx.load_model(tmp_path / "m-2.kerax")
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))

@@ -164,12 +164,11 @@ class TrainingMethods:
         if getattr(self, "_ts", None) is not None:
             self._ts = None  # the optimizer state belonged to the old weights
 
-    def save(self, path: str) -> None:
-        """Whole-model files arrive with the saving issue; use save_weights meanwhile."""
-        raise errors.ConfigError(
-            "model.save() is not available yet in this version of kerax; use "
-            "model.save_weights(path) (and save_weights_only=True in ModelCheckpoint)"
-        )
+    def save(self, path: str, include_optimizer: bool = True) -> None:
+        """Writes the whole model (architecture, weights, optimizer state) to one ``.kerax`` file."""
+        from kerax.saving.model_file import save_model
+
+        save_model(self, path, include_optimizer=include_optimizer)
 
     def predict_on_batch(self, x: Any) -> Any:
         """The outputs of one batch as NumPy arrays."""

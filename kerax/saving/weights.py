@@ -1,9 +1,10 @@
 """Weight files: the params and state trees as one safetensors file keyed by weight path.
 
 Keys are the paths of the trees (``dense/kernel``, ``batch_normalization/moving_mean``);
-the file's metadata says which keys are non-trainable state. Loading checks every name,
-shape and dtype against the model before anything is replaced (verify, then swap), so a
-file that does not fit leaves the model as it was.
+the file's metadata says which keys are non-trainable state. Loading checks the header
+(:mod:`kerax.saving.safe_io`), then every name, shape and dtype against the model before
+anything is replaced (verify, then swap), so a file that does not fit leaves the model as
+it was.
 """
 
 from __future__ import annotations
@@ -12,47 +13,42 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
 
 from kerax import errors
 from kerax.core.layer import AUX_LOSS
-from kerax.core.specs import flat_paths
+from kerax.core.specs import flat_paths, path_str
+from kerax.saving import safe_io
 
 FORMAT = "kerax-weights/1"
-
-
-def _unflatten(flat: dict[str, Any]) -> dict:
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        *parents, leaf = path.split("/")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return tree
 
 
 def _aux(path: str) -> bool:
     return path.rsplit("/", 1)[-1] == AUX_LOSS  # per-step loss terms in state, not weights
 
 
-def save_weights(model: Any, path: str | os.PathLike) -> None:
-    """Writes ``model.params`` and ``model.state`` to ``path`` atomically (temp + rename)."""
+def weights_bytes(params: Any, state: Any) -> bytes:
+    """The safetensors bytes of ``params`` and ``state`` (``aux_loss`` entries left out)."""
     from safetensors.numpy import save
 
-    params = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat_paths(model.params).items()}
-    state = {k: np.ascontiguousarray(np.asarray(v)) for k, v in flat_paths(model.state).items()
+    params = {k: np.array(v, order="C") for k, v in flat_paths(params).items()}
+    state = {k: np.array(v, order="C") for k, v in flat_paths(state).items()
              if not _aux(k)}
     clash = sorted(set(params) & set(state))
     if clash:
         raise errors.WeightsError(f"weight paths used in both params and state: {clash}")
-    blob = save({**params, **state}, metadata={"format": FORMAT, "state": json.dumps(sorted(state))})
+    return save({**params, **state}, metadata={"format": FORMAT, "state": json.dumps(sorted(state))})
+
+
+def write_atomic(path: str | os.PathLike, blob: bytes) -> None:
+    """Writes ``blob`` to ``path`` via a temp file in the same folder, fsync and rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would create it (mkstemp uses 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
             f.flush()
@@ -63,41 +59,105 @@ def save_weights(model: Any, path: str | os.PathLike) -> None:
         raise
 
 
-def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = False) -> None:
-    """Reads a file written by :func:`save_weights` into ``model`` (checked before use)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
-    try:
-        data = Path(path).read_bytes()
-        tensors = load(data)
-    except FileNotFoundError:
-        raise
-    except (SafetensorError, ValueError, OSError) as e:
-        raise errors.CorruptFileError(f"{path}: not a readable weights file ({e})") from None
-    expected = {"params": flat_paths(model.params), "state": flat_paths(model.state)}
-    wanted = {k: v for k, v in {**expected["params"], **expected["state"]}.items() if not _aux(k)}
-    missing = sorted(set(wanted) - set(tensors))
-    unexpected = sorted(set(tensors) - set(wanted))
+
+def save_weights(model: Any, path: str | os.PathLike) -> None:
+    """Writes ``model.params`` and ``model.state`` to ``path`` atomically (temp + rename)."""
+    write_atomic(path, weights_bytes(model.params, model.state))
+
+
+def match_tensors(expected: Mapping[str, Any], tensors: Mapping[str, np.ndarray], where: Any, *,
+                  skip_mismatch: bool = False, allow_cast: bool = False,
+                  check_finite: bool = False) -> dict[str, np.ndarray]:
+    """Checks file tensors against ``expected`` (anything with ``shape`` and ``dtype``).
+
+    Returns:
+      the tensors to assign, by key (cast to the expected dtype when ``allow_cast``).
+
+    Raises:
+      IncompatibleCheckpointError: missing or unexpected keys (listed), a shape or dtype
+        that differs (named, expected vs got), or non-finite values with ``check_finite``.
+    """
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
     if (missing or unexpected) and not skip_mismatch:
         raise errors.IncompatibleCheckpointError(
-            f"{path}: weights do not match the model: missing {missing}, unexpected {unexpected}"
+            f"{where}: weights do not match the model: missing {missing}, unexpected {unexpected}"
         )
-    new = {}
-    for key, ref in wanted.items():
+    out = {}
+    for key, ref in expected.items():
         if key not in tensors:
             continue
-        value = tensors[key]
-        if value.shape != tuple(ref.shape) or value.dtype != np.dtype(ref.dtype):
+        value, want = tensors[key], np.dtype(ref.dtype)
+        if value.shape != tuple(ref.shape):
             if skip_mismatch:
                 continue
             raise errors.IncompatibleCheckpointError(
-                f"{path}: weight {key!r} expected shape {tuple(ref.shape)} dtype {np.dtype(ref.dtype)}; "
+                f"{where}: weight {key!r} expected shape {tuple(ref.shape)} dtype {want}; "
                 f"the file has shape {value.shape} dtype {value.dtype}"
             )
-        new[key] = value
-    trees = {}
-    for kind in ("params", "state"):
-        merged = {k: (new[k] if k in new else v) for k, v in expected[kind].items()}
-        trees[kind] = jax.tree.map(lambda a: jax.numpy.asarray(a), _unflatten(merged)) if merged else {}
-    model.params, model.state = trees["params"], trees["state"]
+        if value.dtype != want:
+            if not allow_cast and not skip_mismatch:
+                raise errors.IncompatibleCheckpointError(
+                    f"{where}: weight {key!r} expected dtype {want} shape {tuple(ref.shape)}; the "
+                    f"file has dtype {value.dtype}. Pass allow_cast=True to convert it"
+                )
+            if not allow_cast:
+                continue
+            value = value.astype(want)
+        if check_finite and np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
+            bad = int(np.size(value) - np.isfinite(value).sum())
+            raise errors.IncompatibleCheckpointError(
+                f"{where}: weight {key!r} has {bad} non-finite values (NaN/inf); "
+                "check_finite=True refuses them"
+            )
+        out[key] = value
+    return out
+
+
+def swap_in(model: Any, params: Any, state: Any, new: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
+    """New ``(params, state)`` trees of the same structure: ``new`` values where given, else
+    the old leaves (abstract leaves become zeros)."""
+    import jax.numpy as jnp
+
+    def one(tree: Any) -> Any:
+        flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+        leaves = []
+        for p, old in flat:
+            key = path_str(p)
+            if key in new:
+                leaves.append(jnp.asarray(new[key]))
+            elif isinstance(old, jax.ShapeDtypeStruct):
+                leaves.append(jnp.zeros(old.shape, old.dtype))
+            else:
+                leaves.append(jnp.asarray(old))
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+    return one(params), one(state)
+
+
+def expected_weights(params: Any, state: Any) -> dict[str, Any]:
+    """``{path: leaf}`` of every weight the file must hold (``aux_loss`` excluded)."""
+    return {k: v for k, v in {**flat_paths(params), **flat_paths(state)}.items() if not _aux(k)}
+
+
+def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = False, *,
+                 allow_cast: bool = False, check_finite: bool = False) -> None:
+    """Reads a file written by :func:`save_weights` into ``model`` (checked before use).
+
+    Raises:
+      FileNotFoundError: no such file. CorruptFileError: truncated or malformed.
+      IncompatibleCheckpointError: the weights do not fit the model (see match_tensors).
+    """
+    try:
+        tensors, _ = safe_io.read_safetensors(safe_io.read_file(path), path)
+    except errors.CorruptFileError as e:
+        raise errors.CorruptFileError(f"not a readable weights file: {e}") from None
+    params, state = model.params, model.state
+    new = match_tensors(expected_weights(params, state), tensors, path, skip_mismatch=skip_mismatch,
+                        allow_cast=allow_cast, check_finite=check_finite)
+    model.params, model.state = swap_in(model, params, state, new)
