@@ -14,7 +14,8 @@ ROOT = Path(kerax.__file__).parent
 SHELL = ("kerax.models", "kerax.training", "kerax.saving", "kerax.cli", "kerax.distribute", "kerax.utils")
 CORE_FILES = [*(ROOT / "core").glob("*.py"), *(ROOT / "layers").glob("*.py"),
               *(ROOT / name for name in ("activations.py", "initializers.py", "losses.py",
-                                         "_loss_utils.py", "metrics.py", "_confusion_metrics.py", "regularizers.py"))]
+                                         "_loss_utils.py", "metrics.py", "_confusion_metrics.py", "_accuracy_metrics.py",
+                                         "regularizers.py"))]
 
 
 def _module_name(path: Path) -> str:
