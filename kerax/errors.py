@@ -93,6 +93,10 @@ class DataError(KeraxError, ValueError):
     """Training or evaluation data is unusable: empty, mismatched lengths, non-finite."""
 
 
+class DatasetNotFoundError(DataError, FileNotFoundError):
+    """A data set's files are not on this machine and cannot be downloaded."""
+
+
 class LabelError(DataError):
     """Labels are out of range or of the wrong kind for the loss."""
 

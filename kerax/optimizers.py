@@ -175,7 +175,8 @@ class Optimizer:
         unknown = sorted(set(config) - set(valid))
         if unknown:
             raise errors.ConfigError(f"{cls.__name__} expected config keys among {valid}; "
-                                     f"received unknown key(s) {unknown}.")
+                                     f"received unknown key(s) {unknown}."
+                                     f"{errors.suggest(unknown[0], valid)}")
         return cls(**config)
 
     def __repr__(self) -> str:

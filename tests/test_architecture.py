@@ -85,7 +85,7 @@ def test_every_kerax_module_imports():
 
 PUBLIC = [
     "Chain", "Graph", "Input", "Layer", "Model", "Sequential", "SymbolicTensor", "TrainState",
-    "__version__", "activations", "callbacks", "checkpoint", "distribute", "errors", "initializers", "layers", "load_model", "losses",
+    "__version__", "activations", "callbacks", "checkpoint", "data", "datasets", "distribute", "errors", "initializers", "layers", "load_model", "losses",
     "make_eval_step", "make_predict_step", "make_train_step", "metrics", "optimizers",
     "register_layer", "regularizers", "schedules", "utils",
 ]

@@ -210,8 +210,8 @@ class Layer:
         unknown = sorted(set(config) - names)
         if unknown:
             raise errors.ConfigError(
-                f"{cls.__name__}.from_config: unknown config keys {unknown}; "
-                f"valid keys: {sorted(names)}"
+                f"{cls.__name__}.from_config: unknown config keys {unknown};"
+                f"{errors.suggest(unknown[0], names)} valid keys: {sorted(names)}"
             )
         kwargs = {k: cfg.field_from_json(k, v, custom_objects) for k, v in config.items()}
         return cls(**kwargs)

@@ -95,7 +95,8 @@ class Sequential(Model):
         unknown = sorted(set(config) - {"name", "input_shape", "layers"})
         if unknown:
             raise errors.ConfigError(
-                f"Sequential.from_config: unknown config keys {unknown}; valid keys: "
+                f"Sequential.from_config: unknown config keys {unknown};"
+                f"{errors.suggest(unknown[0], ['input_shape', 'layers', 'name'])} valid keys: "
                 "['input_shape', 'layers', 'name']"
             )
         model = cls(name=config.get("name"))

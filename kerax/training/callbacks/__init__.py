@@ -10,6 +10,7 @@ from kerax.training.callbacks.monitor import (
     ReduceLROnPlateau,
     TerminateOnNaN,
 )
+from kerax.training.callbacks.tensorboard import TensorBoard  # imports tensorboardX only when built
 
 __all__ = [
     "BackupAndRestore",
@@ -22,5 +23,6 @@ __all__ = [
     "LearningRateScheduler",
     "ModelCheckpoint",
     "ReduceLROnPlateau",
+    "TensorBoard",
     "TerminateOnNaN",
 ]
