@@ -306,7 +306,7 @@ def test_sequence_compiles_to_one_scan_whatever_its_length():
         scans = _scans(jaxpr.jaxpr)
         assert len(scans) == 1 and scans[0].params["length"] == steps
         shapes[steps] = len(scans[0].params["jaxpr"].jaxpr.eqns)
-        # the input projection is one matmul outside the loop; the body has one (recurrent) matmul
+        # the input projection is outside the loop (one matmul per gate); the body has one (recurrent) matmul
         assert sum(e.primitive.name == "dot_general" for e in scans[0].params["jaxpr"].jaxpr.eqns) == 1
     assert shapes[8] == shapes[64]
 

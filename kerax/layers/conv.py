@@ -14,6 +14,10 @@ names and layouts follow Keras 3, so weights move between the two:
 ``padding="valid"`` pads nothing; ``"same"`` pads so that the output has ``ceil(n / stride)``
 positions, the odd one at the end (TensorFlow's rule); the 1D layers (not the transposed
 one) also take ``"causal"``: ``dilation * (kernel - 1)`` zeros on the left only.
+
+``ConvND`` is lowered by ``kerax/layers/_lowering.py``: on CPU some configurations run as
+an im2col matrix product or a padded-and-cropped convolution (same numbers, faster);
+``KERAX_CONV_LOWERING=generic`` forces ``lax.conv_general_dilated`` everywhere.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from jax import lax
 from kerax import activations, errors, initializers
 from kerax.core.layer import Layer
 from kerax.core.rng import derive
+from kerax.layers import _lowering
 from kerax.layers._spatial import (
     check_data_format,
     check_fits,
@@ -153,11 +158,9 @@ class _Conv(_ConvBase):
     def apply(self, params, state, x, *, rng=None, training=False):
         kernel = params["kernel"]
         self._check_input(tuple(x.shape), kernel.shape[-2] * self.groups, kernel)
-        y = lax.conv_general_dilated(
-            cast_input(x, kernel.dtype), kernel, self.strides, self._padding(),
-            rhs_dilation=self.dilation_rate, dimension_numbers=dimension_numbers(self.rank),
-            feature_group_count=self.groups,
-        )
+        # _lowering picks im2col on CPU, the generic convolution elsewhere (same numbers).
+        y = _lowering.conv(cast_input(x, kernel.dtype), kernel, self.strides, self._padding(),
+                           self.dilation_rate, self.groups)
         return self._finish(params, y), state
 
 

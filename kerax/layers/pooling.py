@@ -1,23 +1,22 @@
 """Pooling layers, channels-last: MaxPoolingND, AveragePoolingND, GlobalAverage/MaxPoolingND.
 
-Windowed pooling runs ``jax.lax.reduce_window`` over the spatial axes. ``padding="same"``
-pads as TensorFlow does (output ``ceil(n / stride)``, the odd position at the end), and
-padded positions never take part: a max ignores them and an average divides by the number
-of real inputs in each window, as in Keras. Pooling has no weights; ``dtype``, when set,
+Windowed pooling runs ``jax.lax.reduce_window`` over the spatial axes, or on CPU, when the
+windows tile the input (``pool_size == strides``), a reshape and a reduction with the same
+numbers (see ``kerax/layers/_lowering.py``). ``padding="same"`` pads as TensorFlow does
+(output ``ceil(n / stride)``, the odd position at the end), and padded positions never
+take part: a max ignores them and an average divides by the number of real inputs in each
+window, as in Keras. Pooling has no weights; ``dtype``, when set,
 is the dtype inputs are cast to (integer inputs become float32 when it is not set).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
-
 import jax.numpy as jnp
-from jax import lax
 
 from kerax.core.layer import Layer
+from kerax.layers import _lowering
 from kerax.layers._util import cast_input
 from kerax.layers._spatial import check_data_format, check_fits, check_padding, check_rank, spatial_tuple
 
@@ -57,31 +56,19 @@ class _Pooling(Layer):
         self._check_input(tuple(x.shape))
         return {}, {}
 
-    def _reduce(self, x: Any, init: Any, op: Any) -> Any:
-        # a concrete (NumPy) init value lets JAX pick reduce_window_max/sum, which have gradients
-        return lax.reduce_window(
-            x, np.array(init, x.dtype), op, (1, *self.pool_size, 1), (1, *self.strides, 1),
-            self.padding.upper(),
-        )
-
 
 class _MaxPooling(_Pooling):
     def apply(self, params, state, x, *, rng=None, training=False):
         self._check_input(tuple(x.shape))
         x = _as_float(self, x)
-        return self._reduce(x, -jnp.inf, lax.max), state
+        return _lowering.max_pool(x, self.pool_size, self.strides, self.padding), state
 
 
 class _AveragePooling(_Pooling):
     def apply(self, params, state, x, *, rng=None, training=False):
         self._check_input(tuple(x.shape))
         x = _as_float(self, x)
-        total = self._reduce(x, 0, lax.add)
-        if self.padding == "valid":
-            return total / math.prod(self.pool_size), state
-        # Count the real inputs in each window; a (1, *spatial, 1) array broadcasts.
-        ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
-        return total / self._reduce(ones, 0, lax.add), state
+        return _lowering.avg_pool(x, self.pool_size, self.strides, self.padding), state
 
 
 class MaxPooling1D(_MaxPooling):

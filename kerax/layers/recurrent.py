@@ -1,9 +1,12 @@
 """Recurrent layers: RNN (any cell over a sequence), SimpleRNN, LSTM, GRU.
 
-One implementation, :class:`_RNNBase`, runs a cell over the time axis with ``lax.scan``,
-so a sequence compiles to one loop whatever its length. For kerax's cells the input
-projection ``x @ kernel + bias`` of all time steps is one matmul before the loop; the
-loop body does only the recurrent matmul and the gates, and carries only the states.
+One implementation, :class:`_RNNBase`, runs a cell over the time axis with ``lax.scan``
+(:mod:`kerax.layers.rnn_loop`), so a sequence compiles to one loop whatever its length.
+For kerax's cells the input projection ``x @ kernel + bias`` of all time steps is done
+before the loop (one matmul per gate); the loop body does only the recurrent matmul and
+the gates, and carries only the states. SimpleRNN, LSTM and GRU (``reset_after=True``)
+run the fused loop, whose derivative keeps the weight gradients out of the loop (see
+:mod:`kerax.layers.rnn_loop` and docs/performance.md).
 
 Inputs: ``x (batch, timesteps, features)``. Initial states (zeros by default) come either
 as a list input ``[x, h0]`` (``[x, h0, c0]`` for LSTM; Keras 2 style, and what a
@@ -32,7 +35,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from kerax import errors
 from kerax.core.layer import Layer
@@ -47,6 +49,7 @@ from kerax.layers.rnn_cells import (
     check_states,
     state_sizes,
 )
+from kerax.layers.rnn_loop import run_loop, scan_unroll
 
 
 def split_inputs(x: Any, initial_state: Any = None) -> tuple[Any, list | None]:
@@ -131,33 +134,18 @@ class _RNNBase(Layer):
         mask = self._time_major_mask(mask, batch, steps)
 
         xs = jnp.swapaxes(seq, 0, 1)  # (time, batch, features): scan runs over axis 0
+        rec_mask = None
         if fast:
             in_mask, rec_mask = cell.dropout_masks(self, rng, training, batch, features, dtype)
             if in_mask is not None:
                 xs = xs * in_mask
-            xs = cell.project(params, xs)  # every step's input projection in one matmul
-
-            def step(carry, x_t):
-                return cell.step(params, x_t, carry, rec_mask)
-        else:
-            def step(carry, x_t):
-                (h, new), _ = cell.apply(params, state, [x_t, *carry], rng=rng, training=training)
-                return h, tuple(new)
-
         # Kerax's cells output their first state, so without return_sequences the last
         # output is the final h: the loop then emits nothing per step.
         emit = self.return_sequences or not fast or (mask is not None and self.zero_output_for_mask)
-
-        def body(carry, inputs):
-            x_t, m_t = inputs
-            h, new = step(carry, x_t)
-            if m_t is not None:
-                new = tuple(jnp.where(m_t, n, c) for n, c in zip(new, carry))
-                h = jnp.where(m_t, h, jnp.zeros_like(h) if self.zero_output_for_mask else carry[0])
-            return new, (h if emit else None)
-
-        final, ys = lax.scan(body, states, (xs, mask), reverse=self.go_backwards,
-                             unroll=True if self.unroll else 1)
+        final, ys = run_loop(cell, params, state, xs, states, mask, rng=rng, training=training,
+                             rec_mask=rec_mask, reverse=self.go_backwards, emit=emit,
+                             zero_output=self.zero_output_for_mask,
+                             unroll=scan_unroll(steps, self.unroll), fused=fast and cell.fused)
         if emit:
             if self.go_backwards:
                 ys = jnp.flip(ys, 0)  # processing order, as Keras

@@ -8,10 +8,20 @@ A cell's ``apply`` takes ``[x_t, *states]`` and returns ``[h_t, new_states]``, K
     [h, [h, c]], _ = cell.apply(params, {}, [x_t, h, c])
 
 ``x_t`` alone (an array, not a list) starts from zero states. ``RNN(cell)`` runs a cell
-over a sequence (see :mod:`kerax.layers.recurrent`); it calls the two halves a cell is
-made of, so that the input projection of all time steps is one matmul:
-``project(params, x)`` (``x @ kernel + bias``, any leading axes) and
-``step(params, projected_x_t, states, recurrent_mask) -> (h_t, new_states)``.
+over a sequence (see :mod:`kerax.layers.recurrent` and :mod:`kerax.layers.rnn_loop`); it
+calls the pieces a cell is made of, so that the input projection of all time steps is one
+matmul per gate before the loop and the loop does one recurrent matmul a step. Gate
+pre-activations travel as tuples of ``gates`` blocks ``(..., units)``, one per gate:
+
+* ``project(params, x)``: ``x @ kernel + input bias``, any leading axes, as blocks;
+* ``recurrent(params, h, recurrent_mask)``: ``h @ recurrent_kernel`` (+ GRU's recurrent
+  bias), as blocks;
+* ``combine(xp, r, states) -> (h_t, new_states)``: the element-wise rest of the step; for
+  the cells whose gates see only ``xp + r`` (``additive``: SimpleRNN, LSTM) it is
+  ``activate(xp + r, states)``;
+* ``step(params, xp, states, recurrent_mask)``: ``combine(xp, recurrent(...), states)``
+  (GRU with ``reset_after=False`` has its own: its reset gate acts before the matmul, so
+  it is not ``fused``, and runs in the plain loop).
 
 Weights (Keras layout; gate blocks side by side on the last axis, ``u = units``):
 
@@ -143,19 +153,54 @@ class _Cell(Layer):
             params["bias"] = self._bias(rng)
         return params, {}
 
-    # -- the two halves RNN calls -------------------------------------------------------
+    # -- the pieces RNN calls -------------------------------------------------------------
 
-    def _input_bias(self, params: dict) -> Any:
-        return params["bias"]
+    additive = True  # the gates see the input and recurrent parts only as their sum
 
-    def project(self, params: dict, x: jax.Array) -> jax.Array:
-        """``x @ kernel + input bias`` over any leading axes: the input part of every gate."""
-        y = x @ params["kernel"]
-        return y + self._input_bias(params) if self.use_bias else y
+    @property
+    def fused(self) -> bool:
+        """True if a step is one recurrent matmul of ``h`` then ``combine`` (the fused loop)."""
+        return True
 
-    def step(self, params: dict, xp: jax.Array, states: tuple, rec_mask: Any = None) -> tuple:
-        """One step from the projected input ``xp``: ``(h_t, new_states)``."""
+    def input_bias(self, params: dict) -> Any:
+        """The bias added to the input projection (GRU's first row with ``reset_after``), else None."""
+        return params["bias"] if self.use_bias else None
+
+    def recurrent_bias(self, params: dict) -> Any:
+        """The bias added to the recurrent matmul (GRU's ``reset_after`` row), else None."""
+        return None
+
+    def blocks(self, z: jax.Array) -> tuple:
+        """``(..., gates * units)`` -> a tuple of ``gates`` blocks ``(..., units)``."""
+        return tuple(jnp.split(z, self.gates, axis=-1))
+
+    def project(self, params: dict, x: jax.Array) -> tuple:
+        """``x @ kernel + input bias`` over any leading axes, one matmul per gate block.
+
+        Separate blocks, not one ``(..., gates * units)`` array: XLA:CPU runs a loop body
+        that reads gate columns out of a slice of one stacked array many times slower.
+        """
+        kernel, bias, u = params["kernel"], self.input_bias(params), self.units
+        out = [x @ kernel[:, k * u:(k + 1) * u] for k in range(self.gates)]
+        return tuple(out if bias is None else (y + bias[k * u:(k + 1) * u] for k, y in enumerate(out)))
+
+    def recurrent(self, params: dict, h: jax.Array, rec_mask: Any = None) -> tuple:
+        """``h @ recurrent_kernel`` (+ recurrent bias) as gate blocks; ``h`` masked by dropout."""
+        r = (h if rec_mask is None else h * rec_mask) @ params["recurrent_kernel"]
+        bias = self.recurrent_bias(params)
+        return self.blocks(r if bias is None else r + bias)
+
+    def activate(self, z: tuple, states: tuple) -> tuple:
+        """The element-wise step from the summed pre-activations ``z``: ``(h_t, new_states)``."""
         raise NotImplementedError
+
+    def combine(self, xp: tuple, r: tuple, states: tuple) -> tuple:
+        """The element-wise step from the input and recurrent parts: ``(h_t, new_states)``."""
+        return self.activate(tuple(a + b for a, b in zip(xp, r)), states)
+
+    def step(self, params: dict, xp: tuple, states: tuple, rec_mask: Any = None) -> tuple:
+        """One step from the projected input blocks ``xp``: ``(h_t, new_states)``."""
+        return self.combine(xp, self.recurrent(params, states[0], rec_mask), states)
 
     def dropout_masks(self, who: Layer, rng: Any, training: bool, batch: int, features: int,
                       dtype: Any) -> tuple[Any, Any]:
@@ -216,9 +261,8 @@ class SimpleRNNCell(_Cell):
     Output shape: ``[h (batch, units), [h (batch, units)]]``.
     """
 
-    def step(self, params, xp, states, rec_mask=None):
-        h = states[0] if rec_mask is None else states[0] * rec_mask
-        h = activations.get(self.activation)(xp + h @ params["recurrent_kernel"])
+    def activate(self, z, states):
+        h = activations.get(self.activation)(z[0])
         return h, (h,)
 
 
@@ -254,11 +298,9 @@ class LSTMCell(_Cell):
         first, rest = jax.random.split(derive(rng, "bias"))
         return jnp.concatenate([init(first, (u,), dtype), jnp.ones((u,), dtype), init(rest, (2 * u,), dtype)])
 
-    def step(self, params, xp, states, rec_mask=None):
-        h, c = states
-        hr = h if rec_mask is None else h * rec_mask
-        z = xp + hr @ params["recurrent_kernel"]
-        i, f, g, o = jnp.split(z, 4, axis=-1)
+    def activate(self, z, states):
+        i, f, g, o = z
+        c = states[1]
         act, gate = activations.get(self.activation), activations.get(self.recurrent_activation)
         c = gate(f) * c + gate(i) * act(g)
         h = gate(o) * act(c)
@@ -289,24 +331,36 @@ class GRUCell(_Cell):
         shape = (2, 3 * self.units) if self.reset_after else (3 * self.units,)
         return self._weight(rng, "bias", "bias_initializer", shape)
 
-    def _input_bias(self, params):
+    additive = False
+
+    @property
+    def fused(self) -> bool:
+        return self.reset_after
+
+    def input_bias(self, params):
+        if not self.use_bias:
+            return None
         return params["bias"][0] if self.reset_after else params["bias"]
 
+    def recurrent_bias(self, params):
+        return params["bias"][1] if self.use_bias and self.reset_after else None
+
+    def combine(self, xp, r, states):
+        (h,) = states
+        act, gate = activations.get(self.activation), activations.get(self.recurrent_activation)
+        z, reset = gate(xp[0] + r[0]), gate(xp[1] + r[1])
+        h = z * h + (1 - z) * act(xp[2] + reset * r[2])
+        return h, (h,)
+
     def step(self, params, xp, states, rec_mask=None):
+        if self.reset_after:
+            return super().step(params, xp, states, rec_mask)
         (h,) = states
         u, kernel = self.units, params["recurrent_kernel"]
         hr = h if rec_mask is None else h * rec_mask
         act, gate = activations.get(self.activation), activations.get(self.recurrent_activation)
-        x_z, x_r, x_h = jnp.split(xp, 3, axis=-1)
-        if self.reset_after:
-            inner = hr @ kernel
-            if self.use_bias:
-                inner = inner + params["bias"][1]
-            z, r = gate(x_z + inner[:, :u]), gate(x_r + inner[:, u:2 * u])
-            hh = act(x_h + r * inner[:, 2 * u:])
-        else:
-            inner = hr @ kernel[:, :2 * u]
-            z, r = gate(x_z + inner[:, :u]), gate(x_r + inner[:, u:])
-            hh = act(x_h + (r * hr) @ kernel[:, 2 * u:])
+        inner = hr @ kernel[:, :2 * u]
+        z, r = gate(xp[0] + inner[:, :u]), gate(xp[1] + inner[:, u:])
+        hh = act(xp[2] + (r * hr) @ kernel[:, 2 * u:])
         h = z * h + (1 - z) * hh
         return h, (h,)
