@@ -202,7 +202,9 @@ class _SetAfter(kx.callbacks.Callback):
 
 
 def test_c15_stopped_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
-    config = runner.read_config("digits_mlp", ["fit.epochs=2", "fit.callbacks=[]", "fit.batch_size=128"])
+    small = ("model.config.layers=[{class_name: Flatten, config: {}}, {class_name: Dropout, config: {rate: 0.3}},"
+             " {class_name: Dense, config: {units: 10, activation: softmax}}]")  # dropout: keys must resume too
+    config = runner.read_config("digits_mlp", ["fit.epochs=2", "fit.callbacks=[]", "fit.batch_size=128", small])
     whole = runner.train(config, output_dir=tmp_path / "whole", verbose=0)
 
     event = threading.Event()

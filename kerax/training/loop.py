@@ -1,15 +1,17 @@
 """The ``fit`` loop: epochs of compiled steps, callbacks, validation, progress.
 
 Per execution (``steps_per_execution`` optimizer steps) the loop sends only the batch
-indices (in-memory data lives on the device) or the next batches (iterables), and keeps
-at most two executions in flight: it waits for the previous one's small token before going
-on, which also keeps simulated CPU devices from stalling in collectives. Metrics stay on
+indices (in-memory data lives on the device) or the next batches (iterables), and keeps a
+bounded number of executions in flight (:func:`in_flight_depth`: 2 on CPU, 8 on
+accelerators): it waits for an older one's small token before going on, which also keeps
+simulated CPU devices from stalling in collectives. Metrics stay on
 the device; they are copied to the host only when the progress bar refreshes, when a
 callback asks for per-batch logs, and at the end of each epoch.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import warnings
 from typing import Any
@@ -30,6 +32,14 @@ from kerax.utils import default_seed
 
 def _copy(tree: Any) -> Any:
     return jax.tree.map(jnp.copy, tree)
+
+
+def in_flight_depth() -> int:
+    """How many executions ``fit`` lets queue up: 2 on CPU (simulated devices must not
+    stall each other in collectives, and XLA:CPU gains nothing from a deeper queue), 8 on
+    accelerators, where a short step would otherwise leave the device idle while Python
+    dispatches the next one."""
+    return 2 if jax.default_backend() == "cpu" else 8
 
 
 def index_groups(order: np.ndarray, batch_size: int, k: int, steps: int | None) -> list[np.ndarray]:
@@ -59,7 +69,8 @@ class _Trainer:
         self.dp = step.distribute
         self.batch_logs = callbacks.wants("on_train_batch_end")
         self.batch_begin = callbacks.wants("on_train_batch_begin")
-        self.pending = None
+        self.pending: collections.deque = collections.deque()
+        self.depth = in_flight_depth()
 
     def execute(self, mstate: dict, data: Any, idx: Any, k: int, mask: Any = None) -> dict:
         if self.batch_begin:
@@ -68,9 +79,9 @@ class _Trainer:
         self.ts = ts
         if self.dp is None:
             self.model._ts = ts  # callbacks may look at it between steps
-        if self.pending is not None:
-            self.pending.block_until_ready()  # at most two executions in flight
-        self.pending = token
+        self.pending.append(token)
+        if len(self.pending) >= self.depth:  # bound the queue: at most `depth` executions in flight
+            self.pending.popleft().block_until_ready()
         if self.batch_logs:
             self.callbacks.on_train_batch_end(self.batch, setup.host_logs(self.step.compute(mstate)))
         self.batch += k

@@ -1,0 +1,90 @@
+"""The workloads as kerax models, holding the neutral initial weights."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import kerax as kx
+from kerax import layers
+
+from bench import workloads as wl
+from bench.impls._common import Unsupported, fit_result
+
+def loss() -> kx.losses.SparseCategoricalCrossentropy:
+    return kx.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _residual_blocks(w: wl.Workload, h):
+    width, blocks = w.sizes["width"], w.sizes["blocks"]
+    if not w.scanned:
+        for _ in range(blocks):
+            h = layers.Add()([h, layers.Dense(width, activation="relu")(h)])
+        return h
+    # Hook for the scanned variant: one block, repeated by lax.scan inside a Repeat layer.
+    repeat = getattr(layers, "Repeat", None)
+    if repeat is None:
+        raise Unsupported("kerax has no layers.Repeat yet (W5s is the hook for it)")
+    x = kx.Input((width,))
+    block = kx.Model(x, layers.Add()([x, layers.Dense(width, activation="relu")(x)]))
+    return repeat(block, blocks)(h)
+
+
+def build(w: wl.Workload, weights: list[dict]) -> kx.Model:
+    """The kerax model of ``w``, built, holding ``weights`` (the neutral layout)."""
+    c = w.classes
+    if w.arch == "mlp":
+        model = kx.Sequential([kx.Input(w.input_shape)]
+                              + [layers.Dense(u, activation="relu") for u in w.sizes["hidden"]] + [layers.Dense(c)])
+    elif w.arch == "cnn":
+        f1, f2 = w.sizes["filters"]
+        model = kx.Sequential([kx.Input(w.input_shape), layers.Conv2D(f1, 3, activation="relu"),
+                               layers.Conv2D(f2, 3, activation="relu"), layers.MaxPooling2D(2), layers.Flatten(),
+                               layers.Dense(w.sizes["dense"], activation="relu"), layers.Dense(c)])
+    elif w.arch == "lstm":
+        model = kx.Sequential([kx.Input(w.input_shape), layers.LSTM(w.sizes["units"]), layers.Dense(c)])
+    elif w.arch == "resmlp":
+        x = kx.Input(w.input_shape)
+        model = kx.Model(x, layers.Dense(c)(_residual_blocks(w, x)))
+    else:
+        raise ValueError(f"unknown architecture {w.arch!r}")
+    model.build(seed=0)
+    flat = wl.flat_weights(weights)
+    if w.scanned:  # stacked block weights: fill the held leaves in order, matching shapes
+        flat = [np.stack([b["kernel"] for b in weights[:-1]]), np.stack([b["bias"] for b in weights[:-1]]),
+                weights[-1]["kernel"], weights[-1]["bias"]]
+    held = [a.shape for a in model.get_weights()]
+    if held != [a.shape for a in flat]:
+        raise Unsupported(f"kerax weight shapes {held} differ from the neutral ones {[a.shape for a in flat]}")
+    model.set_weights(flat)
+    return model
+
+
+class EpochTimer(kx.callbacks.Callback):
+    """Wall time of every epoch (from on_epoch_begin to on_epoch_end)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self.start)
+
+
+def fit(w: wl.Workload, weights: list[dict], data: tuple, steps: int, k: int) -> dict:
+    """``model.fit`` on NumPy arrays as users call it; ``k`` = steps_per_execution."""
+    started = time.perf_counter()
+    model = build(w, weights)
+    model.compile(optimizer=kx.optimizers.Adam(learning_rate=wl.LEARNING_RATE, beta_1=wl.BETA_1, beta_2=wl.BETA_2,
+                                               epsilon=wl.EPSILON),
+                  loss=loss(), steps_per_execution=k)
+    setup = time.perf_counter() - started
+    timer = EpochTimer()
+    epochs = 1 + max(1, steps // w.steps)
+    history = model.fit(*data, batch_size=w.batch, epochs=epochs, shuffle=False, verbose=0, seed=0,
+                        callbacks=[timer])
+    return fit_result(setup, timer.times, history.history["loss"], w.steps, k)
