@@ -15,10 +15,9 @@ or input file, 143 stopped by SIGTERM after saving a checkpoint (run again with
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGTERM = 0, 1, 2, 143
 
@@ -112,7 +111,6 @@ def _is_user_error(e: BaseException) -> bool:
 
 
 def _exit_code(e: BaseException) -> int:
-    from kerax import errors
     from kerax.experiments.preemption import Preempted
 
     if isinstance(e, Preempted):

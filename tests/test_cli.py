@@ -38,7 +38,7 @@ def default_run(tmp_path_factory):
     return out, _run_main(["train", "-q", "--set", "fit.epochs=3", "-o", str(out)])
 
 
-def _run_main(argv, capsys=None):
+def _run_main(argv):
     import contextlib
     import io
 
@@ -163,7 +163,7 @@ def test_bad_arguments_and_input_files_exit_2(tmp_path, default_run):
     assert code == 2 and "not valid YAML" in stderr and not (tmp_path / "pwned").exists()
 
 
-def test_config_show_applies_overrides_and_validate_builds_the_model(capsys):
+def test_config_show_applies_overrides_and_validate_builds_the_model():
     import yaml
 
     code, stdout, _ = _run_main(["config", "show", "digits_mlp", "--set", "fit.epochs=7",

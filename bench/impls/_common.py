@@ -24,6 +24,21 @@ import numpy as np
 Call = Callable[[Any, Any], tuple[Any, Any]]
 
 
+class EpochClock:
+    """Mixin for a framework's callback class: wall time of every epoch (from
+    ``on_epoch_begin`` to ``on_epoch_end``) in ``self.times``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self.start)
+
+
 class Unsupported(Exception):
     """This implementation cannot run this workload (the message says why)."""
 

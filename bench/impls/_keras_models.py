@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from bench import workloads as wl
-from bench.impls._common import Unsupported, fit_result
+from bench.impls._common import EpochClock, Unsupported, fit_result
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # read once, when keras is first imported
 import keras  # noqa: E402
@@ -43,18 +43,8 @@ def build(w: wl.Workload, weights: list[dict]) -> keras.Model:
     return model
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall time of every epoch (from on_epoch_begin to on_epoch_end)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.times: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self.start)
+class EpochTimer(EpochClock, keras.callbacks.Callback):
+    """Wall time of every epoch, as a keras callback."""
 
 
 def fit(w: wl.Workload, weights: list[dict], data: tuple[np.ndarray, np.ndarray], steps: int, k: int) -> dict:

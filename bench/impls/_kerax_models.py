@@ -10,7 +10,7 @@ import kerax as kx
 from kerax import layers
 
 from bench import workloads as wl
-from bench.impls._common import Unsupported, fit_result
+from bench.impls._common import EpochClock, Unsupported, fit_result
 
 def loss() -> kx.losses.SparseCategoricalCrossentropy:
     return kx.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -61,18 +61,8 @@ def build(w: wl.Workload, weights: list[dict]) -> kx.Model:
     return model
 
 
-class EpochTimer(kx.callbacks.Callback):
-    """Wall time of every epoch (from on_epoch_begin to on_epoch_end)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.times: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self.start)
+class EpochTimer(EpochClock, kx.callbacks.Callback):
+    """Wall time of every epoch, as a kx callback."""
 
 
 def fit(w: wl.Workload, weights: list[dict], data: tuple, steps: int, k: int) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import Any, Iterator
+from typing import Iterator
 
 from kerax.training.callbacks import BackupAndRestore, Callback
 

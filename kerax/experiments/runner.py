@@ -108,7 +108,7 @@ def _failing_layer(config: Any, path: str = "model") -> str | None:
 
 def compile_model(model: Any, config: dict, devices: int | None) -> None:
     """Compiles ``model`` as the ``compile`` and ``distribute`` sections say."""
-    from kerax import losses, metrics, optimizers
+    from kerax import losses, optimizers
 
     c = config["compile"]
     name, options = schema.named("compile.optimizer", c["optimizer"])
@@ -171,7 +171,7 @@ def build_callbacks(entries: list, output_dir: Path) -> list:
         valid = [p for p in inspect.signature(cls).parameters if p not in ("self", "kwargs")]
         for key in options:
             if key not in valid:
-                raise schema._unknown(f"{path} ({name})", key, valid)
+                raise schema.unknown_key(f"{path} ({name})", key, valid)
         for key in CALLBACKS[name]:
             if key in options:
                 options[key] = str(output_dir / options[key])

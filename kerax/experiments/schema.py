@@ -86,7 +86,8 @@ SECTIONS: dict[str, dict[str, Key] | Key] = {
 OPTIONAL_SECTIONS = ("distribute",)
 
 
-def _unknown(path: str, key: Any, valid: list[str]) -> errors.ConfigError:
+def unknown_key(path: str, key: Any, valid: list[str]) -> errors.ConfigError:
+    """The error for a key not among ``valid``, with the nearest one suggested."""
     hint = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
     did = f"did you mean {hint[0]!r}? " if hint else ""
     where = f"{path}.{key}" if path else str(key)
@@ -110,7 +111,7 @@ def validate(config: Any) -> dict:
     out: dict = {}
     for key in config:
         if key not in SECTIONS:
-            raise _unknown("", key, list(SECTIONS))
+            raise unknown_key("", key, list(SECTIONS))
     for key, spec in SECTIONS.items():
         value = config.get(key)
         if isinstance(spec, Key):
@@ -128,7 +129,7 @@ def check_mapping(path: str, value: Any, spec: Mapping[str, Key]) -> dict:
         raise errors.ConfigError(f"{path}: expected a mapping; found {_found(value)}")
     for sub in value:
         if sub not in spec:
-            raise _unknown(path, sub, list(spec))
+            raise unknown_key(path, sub, list(spec))
     return {sub: _check_value(f"{path}.{sub}", value.get(sub), s) for sub, s in spec.items()}
 
 
