@@ -16,15 +16,19 @@ from kerax import (
     layers,
     losses,
     metrics,
+    mixed_precision,
     optimizers,
+    privacy,
     regularizers,
     schedules,
     utils,
 )
 from kerax.core import Chain, Graph, Input, Layer, SymbolicTensor, register_layer
 from kerax.models import Model, Sequential
+from kerax.models.quantize import quantize
 from kerax.saving import load_model
 from kerax.training import TrainState, make_eval_step, make_predict_step, make_train_step
+from kerax.training.ensemble import vmap_train_step
 
 __version__ = "0.1.0"
 
@@ -53,9 +57,13 @@ __all__ = [
     "make_predict_step",
     "make_train_step",
     "metrics",
+    "mixed_precision",
     "optimizers",
+    "privacy",
+    "quantize",
     "register_layer",
     "regularizers",
     "schedules",
     "utils",
+    "vmap_train_step",
 ]

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from kerax import errors, schedules
+from kerax.loss_scale import LossScaleOptimizer  # re-exported: kx.optimizers.LossScaleOptimizer
 from kerax.schedules import LearningRate
 
 _INJECT_STATES = (optax.InjectStatefulHyperparamsState, optax.InjectHyperparamsState)

@@ -12,10 +12,10 @@ import kerax
 
 ROOT = Path(kerax.__file__).parent
 SHELL = ("kerax.models", "kerax.training", "kerax.saving", "kerax.cli", "kerax.distribute", "kerax.utils")
-CORE_FILES = [*(ROOT / "core").glob("*.py"), *(ROOT / "layers").glob("*.py"),
+CORE_FILES = [*(ROOT / "core").glob("*.py"), *(ROOT / "layers").glob("*.py"), *(ROOT / "privacy").glob("*.py"),
               *(ROOT / name for name in ("activations.py", "initializers.py", "losses.py",
                                          "_loss_utils.py", "metrics.py", "_confusion_metrics.py", "_accuracy_metrics.py",
-                                         "regularizers.py"))]
+                                         "regularizers.py", "mixed_precision.py", "loss_scale.py"))]
 
 
 def _module_name(path: Path) -> str:
@@ -86,8 +86,8 @@ def test_every_kerax_module_imports():
 PUBLIC = [
     "Chain", "Graph", "Input", "Layer", "Model", "Sequential", "SymbolicTensor", "TrainState",
     "__version__", "activations", "callbacks", "checkpoint", "data", "datasets", "distribute", "errors", "initializers", "layers", "load_model", "losses",
-    "make_eval_step", "make_predict_step", "make_train_step", "metrics", "optimizers",
-    "register_layer", "regularizers", "schedules", "utils",
+    "make_eval_step", "make_predict_step", "make_train_step", "metrics", "mixed_precision", "optimizers", "privacy", "quantize",
+    "register_layer", "regularizers", "schedules", "utils", "vmap_train_step",
 ]
 
 

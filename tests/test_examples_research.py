@@ -4,6 +4,7 @@ independent references (a Python loop, NumPy formulas, the model's full forward 
 from __future__ import annotations
 
 import importlib.util
+import math
 import wave
 from pathlib import Path
 
@@ -153,3 +154,75 @@ def test_audio_generation_continues_a_tone_and_writes_a_wav(tmp_path):
         pcm = np.frombuffer(f.readframes(f.getnframes()), "<i2")
     want = (np.clip(result["generated"][0], -1, 1) * 32767).astype("<i2")
     np.testing.assert_array_equal(pcm[64:], want)
+
+
+# -- quantize_digits -------------------------------------------------------------------------
+
+
+def test_quantize_digits_is_3_5x_smaller_within_one_percent_accuracy():
+    result = _load("quantize_digits").main(epochs=3)
+    assert result["ratio"] >= 3.5 and result["ratio"] == result["float_bytes"] / result["int8_bytes"]
+    assert result["float_accuracy"] > 0.9
+    assert abs(result["int8_accuracy"] - result["float_accuracy"]) <= 0.01
+    assert abs(result["reloaded_accuracy"] - result["int8_accuracy"]) < 1e-6  # f32 vs f64 mean
+
+
+# -- dp_sgd_digits ---------------------------------------------------------------------------
+
+
+def test_dp_sgd_digits_learns_and_reports_a_plausible_epsilon():
+    result = _load("dp_sgd_digits").main(epochs=4)
+    assert result["dp_accuracy"] > 0.8  # chance is 0.1; clipping and noise cost a few points
+    assert result["plain_accuracy"] > 0.85
+    # 4 epochs of ceil(1437 / 64) = 23 steps; sample rate 64 / 1437, sigma 1.1, delta 1e-4.
+    assert result["steps"] == 92 and result["delta"] == 1e-4
+    assert math.isfinite(result["epsilon"]) and 1.0 < result["epsilon"] < 5.0
+    assert result["epsilon"] == result["planned_epsilon"]
+
+
+# -- mixed_precision -------------------------------------------------------------------------
+
+
+def test_mixed_precision_example_matches_float32_accuracy():
+    result = _load("mixed_precision").main(epochs=4)
+    f32, mixed = result["float32"], result["mixed_bfloat16"]
+    assert f32["test_accuracy"] > 0.9 and mixed["test_accuracy"] > 0.9
+    assert abs(mixed["test_accuracy"] - f32["test_accuracy"]) <= 0.015
+    assert mixed["param_dtypes"] == ["float32"] and mixed["output_dtype"] == "float32"
+
+
+# -- ensemble_sweep --------------------------------------------------------------------------
+
+
+def test_ensemble_sweep_picks_a_sensible_rate_and_its_member_reloads():
+    result = _load("ensemble_sweep").main(epochs=6)
+    losses = result["val_loss"]
+    # The far too small (1e-4) and far too large (1.0) rates lose to the chosen one.
+    assert result["best_index"] in (1, 2)
+    assert losses[result["best_index"]] == min(losses)
+    assert losses[0] > losses[result["best_index"]] + 0.2 and losses[3] > losses[result["best_index"]] + 0.5
+    assert result["best_accuracy"] > 0.9 and min(result["member_accuracy"]) > 0.85
+
+
+# -- federated_averaging ---------------------------------------------------------------------
+
+
+def test_federated_averaging_reaches_central_accuracy_on_label_skewed_clients():
+    mod = _load("federated_averaging")
+    result = mod.main(rounds=150)
+    (_, y_train), _ = datasets.load_digits()
+    rows = np.concatenate(result["shards"])
+    assert sorted(rows.tolist()) == list(range(len(y_train)))  # a partition of the training rows
+    assert result["main_share"] > 0.85  # non-IID: shards dominated by 2-3 classes
+    assert result["central_accuracy"] > 0.93
+    assert result["central_accuracy"] - result["federated_accuracy"] <= 0.02
+
+
+def test_federated_server_average_is_weighted_by_shard_size():
+    mod = _load("federated_averaging")
+    rng = np.random.default_rng(0)
+    client_params = {"w": jnp.asarray(rng.normal(size=(3, 4, 2)), jnp.float32)}
+    sizes = np.array([10.0, 30.0, 60.0], np.float32)
+    got = mod.weighted_average(client_params, jnp.asarray(sizes))
+    want = (np.asarray(client_params["w"]) * sizes[:, None, None]).sum(0) / sizes.sum()
+    np.testing.assert_allclose(got["w"], want, rtol=1e-6)

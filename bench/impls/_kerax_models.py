@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 import kerax as kx
 from kerax import layers
 
@@ -50,10 +48,9 @@ def build(w: wl.Workload, weights: list[dict]) -> kx.Model:
     else:
         raise ValueError(f"unknown architecture {w.arch!r}")
     model.build(seed=0)
+    # A Repeat's get_weights / set_weights list its blocks one by one (repeat/block_i/...), so
+    # the scanned model takes the neutral per-layer list as the unrolled one does.
     flat = wl.flat_weights(weights)
-    if w.scanned:  # stacked block weights: fill the held leaves in order, matching shapes
-        flat = [np.stack([b["kernel"] for b in weights[:-1]]), np.stack([b["bias"] for b in weights[:-1]]),
-                weights[-1]["kernel"], weights[-1]["bias"]]
     held = [a.shape for a in model.get_weights()]
     if held != [a.shape for a in flat]:
         raise Unsupported(f"kerax weight shapes {held} differ from the neutral ones {[a.shape for a in flat]}")

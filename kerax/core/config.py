@@ -53,6 +53,8 @@ def field_from_json(field: str, value: Any, custom_objects: Mapping[str, Any] | 
         return initializers.get(value)
     if field.endswith("_regularizer") and isinstance(value, dict):
         return regularizers.get(value)
+    if field in ("dtype", "dtype_policy") and isinstance(value, dict):
+        return value  # a Keras DTypePolicy config: the layer reads its name
     return from_json(value, custom_objects)
 
 

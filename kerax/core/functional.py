@@ -15,7 +15,7 @@ from typing import Any
 
 import jax
 
-from kerax import errors
+from kerax import errors, mixed_precision
 from kerax.core import naming, specs
 from kerax.core.layer import Layer
 from kerax.core.rng import derive
@@ -80,6 +80,7 @@ class Graph(Layer):
     """A functional model's pure core: ``inputs`` -> ``outputs`` through layer calls.
 
     Input shape: as declared by the ``kx.Input`` tensors. Output shape: ``outputs``.
+    ``dtype_policy`` applies to the layers that set none (:mod:`kerax.mixed_precision`).
     """
 
     inputs: Any = None
@@ -209,6 +210,7 @@ class Graph(Layer):
                 if name not in initialised:
                     initialised.add(name)
                     p, s = node.layer.init(derive(rng, name), args)
+                    p = mixed_precision.init_cast(node.layer, self.dtype_policy, p)
                     if p:
                         params[name] = p
                     if s:
@@ -223,8 +225,10 @@ class Graph(Layer):
         y, new_state, _ = self.apply_masked(params, state, x, mask, rng=rng, training=training)
         return y, new_state
 
-    def apply_masked(self, params, state, x, mask, *, rng=None, training=False):
+    def apply_masked(self, params, state, x, mask, *, rng=None, training=False, dtype_policy=None):
         env = self._bind_inputs(x)
+        policy = mixed_precision.effective(self, dtype_policy)
+        extra = {} if policy is None else {"dtype_policy": policy}
         masks: dict[int, Any] = {}
         if mask is not None:
             for t, m in zip(_tensors(self.inputs), self._flatten_inputs(mask)):
@@ -249,6 +253,7 @@ class Graph(Layer):
                     in_mask,
                     rng=key,
                     training=training,
+                    **extra,
                 )
             if s:
                 new_state[name] = s
@@ -282,8 +287,10 @@ class Graph(Layer):
             node_index[id(n)] = counts.get(name, 0)
             counts[name] = counts.get(name, 0) + 1
         refs = lambda tree: jax.tree.map(lambda t: self._ref(t, node_index), tree, is_leaf=_leaf)
+        extra = {} if self.dtype_policy is None else {"dtype_policy": self.dtype_policy}
         return {
             "name": self.name,
+            **extra,
             "layers": [
                 {"name": self.layer_name(layer), **config.to_json(layer)} for layer in self.layers
             ],
@@ -299,6 +306,7 @@ class Graph(Layer):
         from kerax.core import rebuild
 
         inputs, outputs, names = rebuild.graph_from_config(config, custom_objects)
-        graph = cls(inputs=inputs, outputs=outputs, name=config.get("name"))
+        graph = cls(inputs=inputs, outputs=outputs, name=config.get("name"),
+                    dtype_policy=config.get("dtype_policy"))
         rebuild.rename(graph, names)
         return graph

@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Iterator
 
 import jax
 
-from kerax import errors
+from kerax import errors, mixed_precision
 
 Params = dict
 State = dict
@@ -73,11 +73,15 @@ class Layer:
       input_shape: Keras's convenience for the first layer of a ``Sequential``: the
         shape of one example, without the batch axis.
       dtype: dtype of the layer's weights (``None``: float32). Inputs are cast to it.
+      dtype_policy: a mixed-precision policy name (``"mixed_bfloat16"``, ...; see
+        :mod:`kerax.mixed_precision`); ``None`` takes the container's. Left out of
+        ``get_config`` when ``None``.
     """
 
     name: str | None = dataclasses.field(default=None, kw_only=True)
     input_shape: tuple | None = dataclasses.field(default=None, kw_only=True)
     dtype: str | None = dataclasses.field(default=None, kw_only=True)
+    dtype_policy: str | None = dataclasses.field(default=None, kw_only=True)
 
     # Subclasses that manage their own mutable attributes (the Keras facade) opt out.
     _facade: ClassVar[bool] = False
@@ -102,6 +106,27 @@ class Layer:
                 from kerax import regularizers
 
                 regularizers.get(getattr(self, f.name))
+        if isinstance(self.dtype, (dict, mixed_precision.Policy)):  # a Keras DTypePolicy
+            self._set("dtype", mixed_precision.name_of(self.dtype))
+        if isinstance(self.dtype, str) and self.dtype in mixed_precision.MIXED_NAMES:
+            # Keras accepts a policy name as dtype= ("mixed_float16"): it is the policy.
+            if self.dtype_policy not in (None, self.dtype):
+                raise errors.ConfigError(
+                    f"{type(self).__name__}: dtype={self.dtype!r} and dtype_policy="
+                    f"{self.dtype_policy!r} disagree; pass only dtype_policy="
+                )
+            self._set("dtype_policy", self.dtype)
+            self._set("dtype", None)
+        if self.dtype_policy is not None:
+            try:
+                self._set("dtype_policy", mixed_precision.name_of(self.dtype_policy))
+            except errors.KeraxError as e:
+                raise type(e)(f"{type(self).__name__}: {e.message}") from None
+            if self.dtype is not None:
+                raise errors.ConfigError(
+                    f"{type(self).__name__}: pass dtype= or dtype_policy=, not both; received "
+                    f"dtype={self.dtype!r}, dtype_policy={self.dtype_policy!r}"
+                )
         if self.dtype is not None:
             import jax.numpy as jnp
 
@@ -139,15 +164,19 @@ class Layer:
         return mask if self.propagates_mask else None
 
     def apply_masked(self, params: Params, state: State, x: Any, mask: Any, *,
-                     rng: jax.Array | None = None, training: bool = False) -> tuple[Any, State, Any]:
-        """``apply`` plus mask propagation: ``(y, new_state, output_mask)``.
+                     rng: jax.Array | None = None, training: bool = False,
+                     dtype_policy: str | None = None) -> tuple[Any, State, Any]:
+        """``apply`` plus mask propagation and dtype policy: ``(y, new_state, output_mask)``.
 
-        Containers call this on their children; containers override it to carry masks
-        through their own children.
+        Containers call this on their children, with their resolved ``dtype_policy``
+        (given only when there is one); containers override it to carry masks and the
+        policy through their own children. This is the one place a policy casts: params
+        and inputs go to the compute dtype (see :mod:`kerax.mixed_precision`).
         """
-        extra = {"mask": mask} if self.uses_mask else {}
-        y, new_state = self.apply(params, state, x, rng=rng, training=training, **extra)
-        return y, new_state, self.compute_mask(x, mask)
+        layer, params, x = mixed_precision.autocast(self, dtype_policy, params, x)
+        extra = {"mask": mask} if layer.uses_mask else {}
+        y, new_state = layer.apply(params, state, x, rng=rng, training=training, **extra)
+        return y, new_state, layer.compute_mask(x, mask)
 
     # Which weight each ``*_regularizer`` field applies to, where the name alone does not say
     # (``recurrent_regularizer`` -> ``recurrent_kernel``); otherwise ``kernel_regularizer``
@@ -185,16 +214,30 @@ class Layer:
 
     @property
     def param_dtype(self) -> str:
+        """The dtype ``init`` creates weights in: ``dtype``, the policy's variable dtype,
+        or float32."""
+        if self.dtype is None and self.dtype_policy is not None:
+            return mixed_precision.Policy(self.dtype_policy).variable_dtype
         return self.dtype or "float32"
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype ``apply`` computes in (inputs are cast to it): the policy's compute
+        dtype, else :attr:`param_dtype`."""
+        if self.dtype is None and self.dtype_policy is not None:
+            return mixed_precision.Policy(self.dtype_policy).compute_dtype
+        return self.param_dtype
 
     def get_config(self) -> dict:
         """The layer's hyperparameters as a JSON-able dict (its dataclass fields)."""
         from kerax.core import config
 
+        # dtype_policy is left out when None, so configs written before it existed (and
+        # the golden files) stay the same.
         return {
             f.name: config.to_json(getattr(self, f.name))
             for f in dataclasses.fields(self)
-            if f.init
+            if f.init and not (f.name == "dtype_policy" and self.dtype_policy is None)
         }
 
     @classmethod

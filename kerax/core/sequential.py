@@ -11,7 +11,7 @@ from typing import Any
 
 import jax
 
-from kerax import errors
+from kerax import errors, mixed_precision
 from kerax.core import naming, specs
 from kerax.core.layer import Layer
 from kerax.core.rng import derive
@@ -52,6 +52,7 @@ class Chain(Layer):
     """Applies ``layers`` in order; a layer itself, so chains nest.
 
     Input shape: that of the first layer. Output shape: that of the last.
+    ``dtype_policy`` applies to the children that set none (:mod:`kerax.mixed_precision`).
 
     Example::
 
@@ -105,6 +106,7 @@ class Chain(Layer):
             with naming.scope(name, layer):
                 if name not in params and name not in state:
                     p, s = layer.init(derive(rng, name), x)
+                    p = mixed_precision.init_cast(layer, self.dtype_policy, p)
                     if p:
                         params[name] = p
                     if s:
@@ -118,11 +120,13 @@ class Chain(Layer):
         y, new_state, _ = self.apply_masked(params, state, x, mask, rng=rng, training=training)
         return y, new_state
 
-    def apply_masked(self, params, state, x, mask, *, rng=None, training=False):
+    def apply_masked(self, params, state, x, mask, *, rng=None, training=False, dtype_policy=None):
         try:
             self._check_input(x)
         except errors.KeraxError as e:
             raise self._error(type(e), e.message) from None
+        policy = mixed_precision.effective(self, dtype_policy)
+        extra = {} if policy is None else {"dtype_policy": policy}
         new_state = dict(state)
         calls: dict[str, int] = {}
         for name, layer in zip(self.names, self.layers):
@@ -133,7 +137,8 @@ class Chain(Layer):
                 key = derive(key, f"call{k}")
             with naming.scope(name, layer):
                 x, s, mask = layer.apply_masked(
-                    params.get(name, {}), new_state.get(name, {}), x, mask, rng=key, training=training
+                    params.get(name, {}), new_state.get(name, {}), x, mask, rng=key,
+                    training=training, **extra
                 )
             if s:
                 new_state[name] = s

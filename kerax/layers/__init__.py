@@ -112,6 +112,7 @@ from kerax.layers.recurrent import (
     SimpleRNN,
 )
 from kerax.layers.regularization import Dropout
+from kerax.layers.repeat import Repeat
 from kerax.layers.reshaping import Flatten, Permute, RepeatVector, Reshape
 from kerax.layers.rnn_cells import (
     GRUCell,
@@ -217,6 +218,7 @@ __all__ = [
     "RMSNormalization",
     "RNN",
     "ReLU",
+    "Repeat",
     "RepeatVector",
     "Rescaling",
     "Reshape",

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from kerax import errors, initializers
+from kerax import errors, initializers, mixed_precision
 from kerax.core.layer import Layer
 from kerax.core.rng import derive
 from kerax.layers._util import cast_input, min_rank
@@ -233,6 +233,7 @@ class Softmax(Layer):
                 errors.ShapeError,
                 f"axis {self.axis} is out of range for input of shape {errors.fmt_shape(x.shape)}",
             )
+        x = mixed_precision.upcast(self, x)  # softmax in float32 under a mixed policy
         if mask is not None:
             mask = self._mask(x, mask)
             big = -3e4 if x.dtype == jnp.float16 else -1e9

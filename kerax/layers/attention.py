@@ -355,7 +355,7 @@ class _ScoreAttention(Layer):
         return initializers.get(init)(derive(rng, name), shape, jnp.dtype(self.param_dtype))
 
     def apply(self, params, state, x, *, rng=None, training=False, mask=None):
-        q, v, k = (cast_input(a, jnp.dtype(self.param_dtype)) for a in self._parse(x))
+        q, v, k = (cast_input(a, jnp.dtype(self.compute_dtype)) for a in self._parse(x))
         if mask is not None and not isinstance(mask, (list, tuple)):
             raise self._error(errors.InputStructureError, "mask must be a list [query_mask, value_mask]; "
                               f"received {type(mask).__name__}")

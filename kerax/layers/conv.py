@@ -28,7 +28,7 @@ from typing import Any
 import jax.numpy as jnp
 from jax import lax
 
-from kerax import activations, errors, initializers
+from kerax import activations, errors, initializers, mixed_precision
 from kerax.core.layer import Layer
 from kerax.core.rng import derive
 from kerax.layers import _lowering
@@ -102,7 +102,7 @@ class _ConvBase(Layer):
     def _finish(self, params: dict, y: Any) -> Any:
         if self.use_bias:
             y = y + params["bias"]
-        return activations.get(self.activation)(y)
+        return mixed_precision.activate(self, y)
 
     def _depthwise(self, x: Any, kernel: Any) -> Any:
         """Each input channel convolved with its own ``depth_multiplier`` filters."""

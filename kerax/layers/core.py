@@ -7,7 +7,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from kerax import activations, errors, initializers
+from kerax import activations, errors, initializers, mixed_precision
 from kerax.core.layer import Layer
 from kerax.core.rng import derive
 from kerax.layers._util import cast_input, min_rank, positive_int
@@ -68,7 +68,7 @@ class Dense(Layer):
         y = cast_input(x, kernel.dtype) @ kernel
         if self.use_bias:
             y = y + params["bias"]
-        return activations.get(self.activation)(y), state
+        return mixed_precision.activate(self, y), state
 
 
 class Activation(Layer):
@@ -89,7 +89,7 @@ class Activation(Layer):
         return {}, {}
 
     def apply(self, params, state, x, *, rng=None, training=False):
-        return activations.get(self.activation)(x), state
+        return mixed_precision.activate(self, x), state
 
 
 class Identity(Layer):
@@ -175,6 +175,7 @@ class Lambda(Layer):
             "name": self.name,
             "input_shape": _list(self.input_shape),
             "dtype": self.dtype,
+            **({} if self.dtype_policy is None else {"dtype_policy": self.dtype_policy}),
             "function": getattr(self.function, "__name__", None),
         }
 
@@ -231,6 +232,7 @@ class FunctionLayer(Layer):
             "name": self.name,
             "input_shape": _list(self.input_shape),
             "dtype": self.dtype,
+            **({} if self.dtype_policy is None else {"dtype_policy": self.dtype_policy}),
             "init_fn": getattr(self.init_fn, "__name__", None),
             "apply_fn": getattr(self.apply_fn, "__name__", None),
         }

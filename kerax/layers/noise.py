@@ -41,7 +41,7 @@ def _rate(layer: Layer, field: str, value: Any, upper_open: bool = True) -> None
 
 def _floating(layer: Layer, x: Any) -> Any:
     """Floating inputs keep their dtype; others are cast to the layer's dtype."""
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else cast_input(x, jnp.dtype(layer.param_dtype))
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else cast_input(x, jnp.dtype(layer.compute_dtype))
 
 
 class _Noise(Layer):

@@ -110,8 +110,9 @@ class _Normalization(Layer):
         return params
 
     def _input(self, x: Any) -> tuple[Any, Any]:
-        """``x`` cast to the layer's dtype (Keras's autocast) and to the compute dtype."""
-        x = cast_input(x, jnp.dtype(self.param_dtype))
+        """``x`` cast to the layer's compute dtype (Keras's autocast) and to the dtype the
+        statistics use (float32 at least, also under a mixed policy)."""
+        x = cast_input(x, jnp.dtype(self.compute_dtype))
         return x, x.astype(_compute_dtype(x.dtype))
 
 

@@ -147,7 +147,7 @@ class CenterCrop(Layer):
 
     def apply(self, params, state, x, *, rng=None, training=False):
         h, w = _image_hw(self, tuple(x.shape))
-        x = cast_input(x, jnp.dtype(self.param_dtype))
+        x = cast_input(x, jnp.dtype(self.compute_dtype))
         if h >= self.height and w >= self.width:
             y = _crop_hw(x, (h - self.height) // 2, (w - self.width) // 2, self.height, self.width)
         else:
@@ -220,7 +220,7 @@ class Resizing(Layer):
         in_dtype = jnp.dtype(x.dtype)
         integer = jnp.issubdtype(in_dtype, jnp.integer) or in_dtype == jnp.bool_
         if not integer:
-            x = cast_input(x, jnp.dtype(self.param_dtype))
+            x = cast_input(x, jnp.dtype(self.compute_dtype))
         th, tw = self.height, self.width
         if self.crop_to_aspect_ratio:
             x = _crop_hw(x, *_aspect_crop(h, w, th, tw))

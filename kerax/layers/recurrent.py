@@ -122,7 +122,7 @@ class _RNNBase(Layer):
             dtype = params["kernel"].dtype
             self._check_sequence(tuple(seq.shape), params["kernel"].shape[0])
         else:
-            dtype = jnp.dtype(cell.param_dtype)
+            dtype = jnp.dtype(cell.compute_dtype)
             self._check_sequence(tuple(seq.shape))
         seq = cast_input(seq, dtype)
         batch, steps, features = seq.shape

@@ -25,10 +25,12 @@ from kerax.models.trainer import TrainingMethods
 
 
 class Model(TrainingMethods, Layer):
-    """A functional model: ``kx.Model(inputs, outputs, name=None)``.
+    """A functional model: ``kx.Model(inputs, outputs, name=None, dtype_policy=None)``.
 
     ``inputs`` and ``outputs`` are symbolic tensors (from ``kx.Input`` and layer calls),
     or lists or dicts of them; ``apply`` takes and returns the same structures.
+    ``dtype_policy`` (``"mixed_bfloat16"``, ...) applies to the layers that set none; the
+    outputs of ``apply`` are then float32 (see :mod:`kerax.mixed_precision`).
 
     Example::
 
@@ -39,20 +41,29 @@ class Model(TrainingMethods, Layer):
 
     _facade = True
 
-    def __init__(self, inputs: Any = None, outputs: Any = None, name: str | None = None) -> None:
+    def __init__(self, inputs: Any = None, outputs: Any = None, name: str | None = None,
+                 dtype_policy: str | None = None) -> None:
         if inputs is None or outputs is None:
             raise errors.ConfigError(
                 "kx.Model needs inputs= and outputs= (symbolic tensors from kx.Input and "
                 "layer calls); for a stack of layers use kx.Sequential"
             )
-        self._init_facade(name)
-        self._core = Graph(inputs=inputs, outputs=outputs, name=name)
+        self._init_facade(name, dtype_policy)
+        self._core = Graph(inputs=inputs, outputs=outputs, name=name, dtype_policy=self.dtype_policy)
 
-    def _init_facade(self, name: str | None) -> None:
+    def _init_facade(self, name: str | None, dtype_policy: str | None = None) -> None:
+        from kerax import mixed_precision
+
         check_name(type(self).__name__, name)
         self.name = name
         self.input_shape = None
         self.dtype = None
+        try:
+            self.dtype_policy = None if dtype_policy is None else mixed_precision.name_of(dtype_policy)
+        except errors.KeraxError as e:
+            raise type(e)(f"{type(self).__name__}: {e.message}") from None
+        self._live = False
+        self._weights_version = 0
         self._params = None
         self._state = None
         self._weight_order = None
@@ -60,6 +71,8 @@ class Model(TrainingMethods, Layer):
         self._init_training()
 
     def __setattr__(self, key: str, value: Any) -> None:
+        if key == "_ts" and value is None and self.__dict__.get("_live"):
+            self._pull()  # the train state goes away: keep its weights as the held ones
         object.__setattr__(self, key, value)
 
     @classmethod
@@ -80,12 +93,16 @@ class Model(TrainingMethods, Layer):
     uses_mask = True
 
     def apply(self, params, state, x, *, rng=None, training=False, mask=None):
-        with self._naming_errors():
-            return self.core.apply(params, state, x, rng=rng, training=training, mask=mask)
+        from kerax import mixed_precision
 
-    def apply_masked(self, params, state, x, mask, *, rng=None, training=False):
         with self._naming_errors():
-            return self.core.apply_masked(params, state, x, mask, rng=rng, training=training)
+            y, new_state = self.core.apply(params, state, x, rng=rng, training=training, mask=mask)
+        return mixed_precision.outputs_to_variable_dtype(self.dtype_policy, y), new_state
+
+    def apply_masked(self, params, state, x, mask, *, rng=None, training=False, dtype_policy=None):
+        extra = {} if dtype_policy is None else {"dtype_policy": dtype_policy}
+        with self._naming_errors():
+            return self.core.apply_masked(params, state, x, mask, rng=rng, training=training, **extra)
 
     def penalty(self, params):
         return self.core.penalty(params)
@@ -201,6 +218,43 @@ class Model(TrainingMethods, Layer):
                     "first"
                 ) from None
 
+    # While ``fit`` trains, the freshest weights are those of the train state ``_ts``,
+    # whose buffers each step donates; the held copies are made from it only when read
+    # (``_live``), instead of after every epoch. Assigning the held weights bumps
+    # ``_weights_version`` so that ``fit`` can tell a callback's assignment from a read.
+
+    def _pull(self) -> None:
+        from kerax.training.train_state import copy_tree
+
+        self._live = False
+        self.__dict__["_held_params"], self.__dict__["_held_state"] = copy_tree((self._ts.params, self._ts.state))
+
+    @property
+    def _params(self) -> Any:
+        if self._live:
+            self._pull()
+        return self.__dict__["_held_params"]
+
+    @_params.setter
+    def _params(self, value: Any) -> None:
+        if self._live:
+            self._pull()
+        self.__dict__["_held_params"] = value
+        self._weights_version += 1
+
+    @property
+    def _state(self) -> Any:
+        if self._live:
+            self._pull()
+        return self.__dict__["_held_state"]
+
+    @_state.setter
+    def _state(self, value: Any) -> None:
+        if self._live:
+            self._pull()
+        self.__dict__["_held_state"] = value
+        self._weights_version += 1
+
     @property
     def params(self) -> dict:
         """The held trainable weights (a nested dict keyed by layer names)."""
@@ -260,7 +314,7 @@ class Model(TrainingMethods, Layer):
     def from_config(cls, config: dict, custom_objects: dict | None = None) -> "Model":
         core = Graph.from_config(config, custom_objects)
         model = cls.__new__(cls)
-        model._init_facade(config.get("name"))
+        model._init_facade(config.get("name"), config.get("dtype_policy"))
         model._core = core
         return model
 

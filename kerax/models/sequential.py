@@ -20,13 +20,16 @@ class Sequential(Model):
 
     The input shape comes from a leading ``kx.Input(shape)``, from the first layer's
     ``input_shape=``, from :meth:`build`, or from the first batch ``fit`` sees.
+    ``dtype_policy`` (``"mixed_bfloat16"``, ...) applies to the layers that set none
+    (see :mod:`kerax.mixed_precision`).
     """
 
-    def __init__(self, layers: list | None = None, name: str | None = None) -> None:
-        self._init_facade(name)
+    def __init__(self, layers: list | None = None, name: str | None = None,
+                 dtype_policy: str | None = None) -> None:
+        self._init_facade(name, dtype_policy)
         self._layers: list[Layer] = []
         self._declared: tuple | None = None
-        self._core = Chain((), name=name)
+        self._core = self._chain()
         for layer in layers or []:
             self.add(layer)
 
@@ -48,7 +51,7 @@ class Sequential(Model):
             raise TypeError(
                 f"Sequential.add expects a kerax layer; received {type(layer).__name__}"
             )
-        self._core = Chain(tuple(self._layers), name=self.name, input_shape=self._declared)
+        self._core = self._chain()
         self.input_shape = self._core.declared_input_shape[1:] if self._core.declared_input_shape else None
 
     def pop(self) -> Layer:
@@ -56,8 +59,12 @@ class Sequential(Model):
         if self._params is not None:
             raise errors.ConfigError("Sequential: cannot pop a layer after the model is built")
         layer = self._layers.pop()
-        self._core = Chain(tuple(self._layers), name=self.name, input_shape=self._declared)
+        self._core = self._chain()
         return layer
+
+    def _chain(self) -> Chain:
+        return Chain(tuple(self._layers), name=self.name, input_shape=self._declared,
+                     dtype_policy=self.dtype_policy)
 
     @property
     def layers(self) -> list[Layer]:
@@ -80,8 +87,10 @@ class Sequential(Model):
     def get_config(self) -> dict:
         from kerax.core import config
 
+        extra = {} if self.dtype_policy is None else {"dtype_policy": self.dtype_policy}
         return {
             "name": self.name,
+            **extra,
             "input_shape": None if self._declared is None else list(self._declared),
             "layers": [config.to_json(layer) for layer in self._layers],
         }
@@ -92,18 +101,18 @@ class Sequential(Model):
 
         if not isinstance(config, dict) or not isinstance(config.get("layers", []), list):
             raise errors.ConfigError("Sequential config must be a dict with a list of layers")
-        unknown = sorted(set(config) - {"name", "input_shape", "layers"})
+        valid = ["dtype_policy", "input_shape", "layers", "name"]
+        unknown = sorted(set(config) - set(valid))
         if unknown:
             raise errors.ConfigError(
                 f"Sequential.from_config: unknown config keys {unknown};"
-                f"{errors.suggest(unknown[0], ['input_shape', 'layers', 'name'])} valid keys: "
-                "['input_shape', 'layers', 'name']"
+                f"{errors.suggest(unknown[0], valid)} valid keys: {valid}"
             )
-        model = cls(name=config.get("name"))
+        model = cls(name=config.get("name"), dtype_policy=config.get("dtype_policy"))
         if config.get("input_shape") is not None:
             model._declared = tuple(config["input_shape"])
         for entry in config.get("layers", []):
             model.add(cfg.deserialize(entry, custom_objects))
         if not model._layers:
-            model._core = Chain((), name=model.name, input_shape=model._declared)
+            model._core = model._chain()
         return model

@@ -6,12 +6,13 @@ argument plumbing, so the pure step builders and the Keras shell compute the sam
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
 import numpy as np
 
-from kerax import errors, optimizers
+from kerax import errors, loss_scale, optimizers
 
 
 class OptimizerHandle:
@@ -53,12 +54,13 @@ class TrainingMethods:
         self._compiled = None
         self._ts = None
         self._step_cache: dict = {}
+        self._ensemble = None  # fit(ensemble=N)'s members (kerax.training.ensemble)
         self.stop_training = False
 
     def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Any = None,
                 loss_weights: Any = None, steps_per_execution: int = 1, jit_compile: bool = True,
                 on_nan: str = "warn", max_consecutive_nonfinite: int = 10,
-                distribute: Any = None) -> None:
+                distribute: Any = None, dp: Any = None, scan_layers: bool = False) -> None:
         """Configures training.
 
         ``optimizer``: a name (``"adam"``), a ``kx.optimizers`` object or any optax
@@ -67,7 +69,12 @@ class TrainingMethods:
         ``metrics``: names or objects (``"accuracy"`` resolves from the loss as in Keras).
         ``steps_per_execution``: optimizer steps per compiled call. ``on_nan``: ``"warn"``
         (apply every update, report non-finite losses), ``"stop"`` or ``"skip"`` (never
-        apply a non-finite update; see :mod:`kerax.training.steps`).
+        apply a non-finite update; see :mod:`kerax.training.steps`). A model whose ``dtype_policy``
+        is ``"mixed_float16"`` wraps ``optimizer`` in ``kx.optimizers.LossScaleOptimizer``. ``dp``: a
+        ``kx.privacy.DPSGD`` to train with DP-SGD (``fit`` then reports the epsilon spent).
+        ``scan_layers``: run each run of identical consecutive layers of a ``Sequential`` by
+        one ``lax.scan`` in the compiled steps (same params and results, faster compiles;
+        see :mod:`kerax.core.scan`).
         """
         from kerax import losses
         from kerax.training.setup import CompileConfig
@@ -85,13 +92,20 @@ class TrainingMethods:
         from kerax.training.steps import _checked
 
         _checked(distribute)
+        from kerax.privacy.dpsgd import check_config
+
+        check_config(dp, self, distribute)
+        if not isinstance(scan_layers, bool):
+            raise errors.ConfigError(f"compile: scan_layers must be True or False; received {scan_layers!r}")
         if not isinstance(steps_per_execution, int) or steps_per_execution < 1:
             raise errors.ConfigError(f"compile: steps_per_execution must be a positive int; received {steps_per_execution!r}")
         self._compiled = CompileConfig(
-            optimizer=optimizers.get(optimizer), loss=loss, metrics=metrics, loss_weights=loss_weights,
+            # A mixed_float16 model gets dynamic loss scaling, as in Keras (kerax.loss_scale).
+            optimizer=loss_scale.maybe_wrap(optimizers.get(optimizer), getattr(self, "dtype_policy", None)),
+            loss=loss, metrics=metrics, loss_weights=loss_weights,
             steps_per_execution=steps_per_execution, on_nan=on_nan,
             max_consecutive_nonfinite=int(max_consecutive_nonfinite), jit_compile=jit_compile,
-            distribute=distribute,
+            distribute=distribute, dp=dp, scan_layers=scan_layers,
         )
         self._ts = None
         self._step_cache = {}
@@ -111,16 +125,37 @@ class TrainingMethods:
             validation_data: Any = None, shuffle: bool = True, class_weight: dict | None = None,
             sample_weight: Any = None, initial_epoch: int = 0, steps_per_epoch: int | None = None,
             validation_steps: int | None = None, validation_batch_size: int | None = None,
-            validation_freq: int = 1, seed: int | None = None, check_finite_inputs: bool = False):
+            validation_freq: int = 1, seed: int | None = None, check_finite_inputs: bool = False,
+            ensemble: int | None = None, ensemble_hyperparams: dict | None = None):
         """Trains for ``epochs`` epochs; returns a ``History``. Arguments as in Keras, plus
         ``seed`` (weights, shuffling and dropout; default from ``kx.utils.set_random_seed``)
-        and ``check_finite_inputs`` (refuse NaN/inf in ``x`` before training)."""
+        and ``check_finite_inputs`` (refuse NaN/inf in ``x`` before training).
+
+        ``ensemble=N`` trains N independent members (member i as ``fit(seed=seed + i)``) in
+        one compiled program; ``ensemble_hyperparams={"learning_rate": [...]}`` gives each
+        its own optimizer hyperparameter. See :mod:`kerax.training.ensemble`."""
         from kerax.training.loop import fit
 
-        return fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
-                   validation_data, shuffle, class_weight, sample_weight, initial_epoch,
-                   steps_per_epoch, validation_steps, validation_batch_size, validation_freq,
-                   seed, check_finite_inputs)
+        if ensemble is not None or ensemble_hyperparams is not None:
+            from kerax.training import ensemble as members
+
+            return members.fit(self, ensemble, ensemble_hyperparams, x, y, batch_size, epochs, verbose,
+                               callbacks, validation_split, validation_data, shuffle, class_weight,
+                               sample_weight, initial_epoch, steps_per_epoch, validation_steps,
+                               validation_batch_size, validation_freq, seed, check_finite_inputs)
+        dp = self._compiled.dp if self._compiled is not None else None
+        ts = getattr(self, "_ts", None)
+        steps_before = int(ts.step) if dp is not None and ts is not None and ts.tx is self._compiled.optimizer else 0
+        try:
+            history = fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+                          validation_data, shuffle, class_weight, sample_weight, initial_epoch,
+                          steps_per_epoch, validation_steps, validation_batch_size, validation_freq,
+                          seed, check_finite_inputs)
+        finally:  # steps taken before an error spent privacy too
+            spent = _account_privacy(self, dp, x, batch_size, validation_split, steps_before, verbose)
+        if dp is not None:
+            history.privacy = spent
+        return history
 
     def evaluate(self, x: Any = None, y: Any = None, batch_size: int | None = None,
                  verbose: Any = "auto", sample_weight: Any = None, steps: int | None = None,
@@ -131,11 +166,30 @@ class TrainingMethods:
         return evaluate(self, x, y, batch_size, verbose, sample_weight, steps, callbacks, return_dict)
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: Any = "auto",
-                steps: int | None = None, callbacks: list | None = None) -> Any:
-        """The outputs on ``x`` as NumPy arrays (``training=False``)."""
+                steps: int | None = None, callbacks: list | None = None, ensemble: str | None = None) -> Any:
+        """The outputs on ``x`` as NumPy arrays (``training=False``). After ``fit(ensemble=N)``:
+        the members' mean (``ensemble="mean"``, the default) or all of them stacked
+        ``(N, rows, ...)`` (``ensemble="all"``)."""
+        from kerax.training import ensemble as members
         from kerax.training.evaluation import predict
 
+        if ensemble is not None or members.held(self) is not None:
+            return members.predict(self, x, batch_size, steps, ensemble)
         return predict(self, x, batch_size, 0 if verbose == "auto" else verbose, steps, callbacks)
+
+    @property
+    def ensemble_size(self) -> int | None:
+        """N after ``fit(ensemble=N)`` (while the model holds those members), else None."""
+        from kerax.training.ensemble import held
+
+        members = held(self)
+        return None if members is None else members.size
+
+    def ensemble_member(self, index: int) -> Any:
+        """A plain model with member ``index``'s weights and train state, after ``fit(ensemble=N)``."""
+        from kerax.training.ensemble import member_model
+
+        return member_model(self, index)
 
     def train_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
                        class_weight: dict | None = None, return_dict: bool = False) -> Any:
@@ -178,6 +232,37 @@ class TrainingMethods:
 def _rows(x: Any) -> int:
     leaves = jax.tree.leaves(x)
     return max(int(np.shape(leaves[0])[0]) if leaves and np.ndim(leaves[0]) else len(x), 1)
+
+
+def _account_privacy(model: Any, dp: Any, x: Any, batch_size: Any, validation_split: float,
+                     steps_before: int, verbose: Any) -> Any:
+    """Appends a DP fit's steps to the model's privacy ledger; the (epsilon, delta) spent."""
+    if dp is None or getattr(model, "_ts", None) is None:
+        return None
+    from kerax.privacy import accountant
+
+    try:
+        steps = int(model._ts.step) - steps_before
+    except RuntimeError:  # the train state was donated to a step that then failed
+        steps = 0
+    if steps <= 0:
+        return None
+    in_memory = isinstance(x, (np.ndarray, list, tuple, dict)) or hasattr(x, "shape")
+    n = _rows(x) if in_memory else None
+    if n is not None and validation_split:
+        n = int(n * (1.0 - validation_split))
+    b = 32 if batch_size is None else batch_size
+    rate = min(b / n, 1.0) if n else None
+    segment = accountant.Segment(steps, dp.effective_noise(b), rate)
+    model._privacy_ledger = accountant.ledger_of(model) + (segment,)
+    try:
+        spent = accountant.privacy_spent(model, dp.delta)
+    except (ImportError, errors.ConfigError) as e:  # training is done; accounting is advisory
+        warnings.warn(f"DP-SGD: the epsilon spent is unknown: {e}", stacklevel=3)
+        return None
+    if verbose not in (0, False):
+        print(spent)
+    return spent
 
 
 def _as_list(model: Any, logs: dict) -> Any:

@@ -1,4 +1,8 @@
-"""Helpers for the held weights: Keras-ordered flat lists and checked assignment."""
+"""Helpers for the held weights: Keras-ordered flat lists and checked assignment.
+
+The flat lists present stacked weights (a ``Repeat``'s ``block_*``) entry by entry, through
+the per-index view of :mod:`kerax.core.scan`: paths name ``block_0``, ``block_1``, ...
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,22 @@ import numpy as np
 
 from kerax import errors
 from kerax.core.layer import AUX_LOSS
+from kerax.core.scan import restack, unstack
 from kerax.core.specs import path_str
 
 
 def ordered_paths(params: dict, state: dict) -> list[tuple[str, tuple[str, ...]]]:
     """``("params"|"state", path)`` in Keras order: layer by layer, each layer's params
     (creation order) before its state. Call on the dicts ``init`` built, before any JAX
-    transformation re-sorts their keys."""
+    transformation re-sorts their keys. Stacked weights count as their entries."""
     out: list = []
+    params, state = unstack(params, abstract=True), unstack(state, abstract=True)
 
     def walk(p: Any, s: Any, prefix: tuple) -> None:
         p = p if isinstance(p, dict) else {}
         s = s if isinstance(s, dict) else {}
         keys = list(p) + [k for k in s if k not in p]
-        leaf_layer = any(not isinstance(v, dict) for v in list(p.values()) + list(s.values()))
+        leaf_layer = any(not isinstance(v, dict) for k, v in [*p.items(), *s.items()] if k != AUX_LOSS)
         if leaf_layer:
             out.extend(("params", prefix + (k,)) for k in p)
             out.extend(("state", prefix + (k,)) for k in s if k != AUX_LOSS)
@@ -41,7 +47,7 @@ def _get(tree: Any, path: tuple) -> Any:
 
 
 def gather(params: dict, state: dict, order: list) -> list:
-    trees = {"params": params, "state": state}
+    trees = {"params": unstack(params), "state": unstack(state)}
     return [_get(trees[kind], path) for kind, path in order]
 
 
@@ -53,7 +59,7 @@ def scatter(params: dict, state: dict, order: list, values: list) -> tuple[dict,
         raise errors.WeightsError(
             f"set_weights expected a list of {len(order)} arrays; received {len(values)}"
         )
-    trees = {"params": _copy(params), "state": _copy(state)}
+    trees = {"params": unstack(params), "state": unstack(state)}  # fresh dicts: safe to assign into
     for (kind, path), value in zip(order, values):
         old = _get(trees[kind], path)
         value = np.asarray(value)
@@ -65,11 +71,7 @@ def scatter(params: dict, state: dict, order: list, values: list) -> tuple[dict,
     for (kind, path), value in zip(order, values):
         parent = _get(trees[kind], path[:-1])
         parent[path[-1]] = jnp.asarray(value, dtype=parent[path[-1]].dtype)
-    return trees["params"], trees["state"]
-
-
-def _copy(tree: Any) -> Any:
-    return {k: _copy(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
+    return restack(trees["params"], params), restack(trees["state"], state)
 
 
 def check_tree(what: str, expected: Any, received: Any) -> None:

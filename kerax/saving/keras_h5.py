@@ -151,10 +151,11 @@ def _datasets(group: Any) -> list:
 
 
 def _take(model: Any, kind: str, p: tuple, ds: Any, path: Any, new: dict) -> None:
+    from kerax.core.scan import unstack
     from kerax.core.specs import flat_paths
 
     key = "/".join(p)
-    ref = flat_paths(model.params if kind == "params" else model.state).get(key)
+    ref = flat_paths(unstack(model.params if kind == "params" else model.state, abstract=True)).get(key)
     if ref is None:
         raise errors.IncompatibleCheckpointError(f"{path}: the model has no weight {key!r}")
     if tuple(ds.shape) != tuple(ref.shape):

@@ -339,7 +339,7 @@ def _compile_args(path: Any, members: dict) -> tuple[Any, dict]:
 
     kwargs = {"loss": load(conf.get("loss"), losses.get), "metrics": load(conf.get("metrics"), metrics.get),
               "loss_weights": conf.get("loss_weights")}
-    for key in ("steps_per_execution", "on_nan", "max_consecutive_nonfinite"):
+    for key in ("steps_per_execution", "on_nan", "max_consecutive_nonfinite", "scan_layers"):
         if key in conf:
             kwargs[key] = conf[key]
     return optimizer, kwargs

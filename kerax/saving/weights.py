@@ -5,6 +5,10 @@ the file's metadata says which keys are non-trainable state. Loading checks the 
 (:mod:`kerax.saving.safe_io`), then every name, shape and dtype against the model before
 anything is replaced (verify, then swap), so a file that does not fit leaves the model as
 it was.
+
+Stacked weights (a ``Repeat``'s ``block_*``, see :mod:`kerax.core.scan`) are written and
+read entry by entry (``repeat/block_0/dense/kernel``, ...): every function here goes
+through the per-index view, the one place where trees become named weights.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 
 from kerax import errors
 from kerax.core.layer import AUX_LOSS
+from kerax.core.scan import restack, unstack
 from kerax.core.specs import flat_paths, path_str
 from kerax.saving import safe_io
 
@@ -34,13 +39,20 @@ def weights_bytes(params: Any, state: Any) -> bytes:
     """The safetensors bytes of ``params`` and ``state`` (``aux_loss`` entries left out)."""
     from safetensors.numpy import save
 
-    params = {k: np.array(v, order="C") for k, v in flat_paths(params).items()}
-    state = {k: np.array(v, order="C") for k, v in flat_paths(state).items()
+    params = {k: np.array(v, order="C") for k, v in named(params).items()}
+    state = {k: np.array(v, order="C") for k, v in named(state).items()
              if not _aux(k)}
     clash = sorted(set(params) & set(state))
     if clash:
         raise errors.WeightsError(f"weight paths used in both params and state: {clash}")
     return save({**params, **state}, metadata={"format": FORMAT, "state": json.dumps(sorted(state))})
+
+
+def named(tree: Any) -> dict[str, Any]:
+    """``{"dense/kernel": leaf, ...}``: the named weights of a params or state tree, stacked
+    weights as their entries (NumPy leaves are sliced without copies)."""
+    host = lambda a: a if isinstance(a, jax.ShapeDtypeStruct) else np.asarray(a)
+    return flat_paths(unstack(jax.tree.map(host, tree)))
 
 
 def write_atomic(path: str | os.PathLike, blob: bytes) -> None:
@@ -125,7 +137,8 @@ def swap_in(model: Any, params: Any, state: Any, new: Mapping[str, np.ndarray]) 
     import jax.numpy as jnp
 
     def one(tree: Any) -> Any:
-        flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+        view = unstack(tree)
+        flat, treedef = jax.tree_util.tree_flatten_with_path(view)
         leaves = []
         for p, old in flat:
             key = path_str(p)
@@ -135,14 +148,15 @@ def swap_in(model: Any, params: Any, state: Any, new: Mapping[str, np.ndarray]) 
                 leaves.append(jnp.zeros(old.shape, old.dtype))
             else:
                 leaves.append(jnp.asarray(old))
-        return jax.tree_util.tree_unflatten(treedef, leaves)
+        return restack(jax.tree_util.tree_unflatten(treedef, leaves), tree)
 
     return one(params), one(state)
 
 
 def expected_weights(params: Any, state: Any) -> dict[str, Any]:
     """``{path: leaf}`` of every weight the file must hold (``aux_loss`` excluded)."""
-    return {k: v for k, v in {**flat_paths(params), **flat_paths(state)}.items() if not _aux(k)}
+    view = {**flat_paths(unstack(params, abstract=True)), **flat_paths(unstack(state, abstract=True))}
+    return {k: v for k, v in view.items() if not _aux(k)}
 
 
 def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = False, *,

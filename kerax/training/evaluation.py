@@ -88,7 +88,10 @@ def evaluate(model: Any, x: Any = None, y: Any = None, batch_size: int | None = 
         setup.check_targets(objectives, model, data)
     cbs = CallbackList(callbacks or [], model, {"steps": steps, "verbose": 0})
     cbs.on_test_begin(None)
-    logs = run_eval(model, objectives, data, batch_size or 32, steps, resolve_verbose(verbose), cbs)
+    from kerax.training import ensemble  # after fit(ensemble=N): each member, and their means
+
+    runner = ensemble.run_eval if ensemble.held(model) is not None else run_eval
+    logs = runner(model, objectives, data, batch_size or 32, steps, resolve_verbose(verbose), cbs)
     cbs.on_test_end(logs)
     if return_dict:
         return logs
@@ -99,11 +102,12 @@ def evaluate(model: Any, x: Any = None, y: Any = None, batch_size: int | None = 
 def _predict_fn(model: Any) -> Any:
     key = ("predict",)
     if key not in model._step_cache:
+        stepped = setup.step_model(model, getattr(model, "_compiled", None))
 
         @jax.jit
         def run(params, state, data, idx):
             x = jax.tree.map(lambda a: a[idx], data)
-            return model.apply(params, state, x, training=False)[0]
+            return stepped.apply(params, state, x, training=False)[0]
 
         model._step_cache[key] = run
     return model._step_cache[key]

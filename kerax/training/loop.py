@@ -17,7 +17,6 @@ import warnings
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from kerax import errors
@@ -26,12 +25,12 @@ from kerax.training import setup
 from kerax.training.callbacks import CallbackList, History, TerminateOnNaN
 from kerax.training.callbacks.progress import Progress, resolve_verbose
 from kerax.training.objectives import NAN_KEY
-from kerax.training.train_state import TrainState
+from kerax.training.train_state import copy_tree, fresh
 from kerax.utils import default_seed
 
 
 def _copy(tree: Any) -> Any:
-    return jax.tree.map(jnp.copy, tree)
+    return copy_tree(tree)
 
 
 def in_flight_depth() -> int:
@@ -60,6 +59,22 @@ def index_groups(order: np.ndarray, batch_size: int, k: int, steps: int | None) 
     return groups
 
 
+def index_tables(order: np.ndarray, batch_size: int, k: int, steps: int | None) -> list[np.ndarray]:
+    """The executions of :func:`index_groups` as few tables (G, k', batch'): the runs of
+    equally shaped executions stacked, so an epoch's indices go to the device at once."""
+    n = len(order)
+    full = n // batch_size
+    used = full if steps is None else min(full, steps)
+    main = order[:used * batch_size].reshape(used, batch_size)
+    g = used // k
+    tables = [main[:g * k].reshape(g, k, batch_size)] if g else []
+    if used % k:
+        tables.append(main[g * k:][None])
+    if n % batch_size and (steps is None or steps > full):
+        tables.append(order[full * batch_size:][None, None])
+    return tables
+
+
 class _Trainer:
     """One ``fit`` call's state: the train step, data on device, callbacks."""
 
@@ -75,10 +90,13 @@ class _Trainer:
     def execute(self, mstate: dict, data: Any, idx: Any, k: int, mask: Any = None) -> dict:
         if self.batch_begin:
             self.callbacks.on_train_batch_begin(self.batch, None)
+        if self.dp is None and self.model._weights_version != self.version:  # a callback set them
+            self.ts = self.ts.replace(params=_copy(self.model._params), state=_copy(self.model._state))
+            self.version = self.model._weights_version
         ts, mstate, token = self.step.run(self.ts, mstate, data, idx, mask)
-        self.ts = ts
+        self.ts, self.token = ts, token
         if self.dp is None:
-            self.model._ts = ts  # callbacks may look at it between steps
+            self.model._ts, self.model._live = ts, True  # callbacks may read the weights between steps
         self.pending.append(token)
         if len(self.pending) >= self.depth:  # bound the queue: at most `depth` executions in flight
             self.pending.popleft().block_until_ready()
@@ -86,6 +104,15 @@ class _Trainer:
             self.callbacks.on_train_batch_end(self.batch, setup.host_logs(self.step.compute(mstate)))
         self.batch += k
         return mstate
+
+    def _table_feed(self, device_data: Any, tables: list[np.ndarray]):
+        """(data, (table, pos), k, None) per execution: one transfer for the epoch's
+        indices; each execution returns the next position, so nothing is sent per step."""
+        on_device = jax.device_put([(t.astype(np.int32), np.int32(0)) for t in tables])
+        for t, (table, pos) in zip(tables, on_device):
+            for _ in range(t.shape[0]):
+                yield device_data, (table, pos), t.shape[1], None
+                pos = self.token
 
     def check_nan(self, mstate: dict) -> bool:
         """True when training must stop; raises after too many consecutive bad steps."""
@@ -102,6 +129,7 @@ class _Trainer:
               shuffle: bool, seed: int) -> tuple[dict, bool]:
         mstate = self.step.init_metrics()
         self.ts = self.model._ts if self.dp is None else self.dp.replicate(self.model._ts)
+        self.version = self.model._weights_version
         if self.dp is not None:
             mstate = self.dp.replicate(mstate)
         # A mid-epoch resume (BackupAndRestore(save_freq=N)) skips the batches already done.
@@ -121,11 +149,9 @@ class _Trainer:
             feed = ((data, None, k, mask) for data, mask, k in feed)
         elif isinstance(source, tuple):  # in-memory data on the device
             device_data, n = source
-            groups = index_groups(epoch_order(n, shuffle, seed, epoch)[skip * batch_size:], batch_size, self.step.k, steps)
-            total = sum(len(g) for g in groups)
-            # One transfer for the whole epoch's indices.
-            on_device = jax.device_put([g.astype(np.int32) for g in groups])
-            feed = ((device_data, i, len(g), None) for g, i in zip(groups, on_device))
+            tables = index_tables(epoch_order(n, shuffle, seed, epoch)[skip * batch_size:], batch_size, self.step.k, steps)
+            total = sum(t.shape[0] * t.shape[1] for t in tables)
+            feed = self._table_feed(device_data, tables)
         else:
             total = steps
             feed = _iterable_feed(source, steps, self.step.k, self.dp)
@@ -137,10 +163,12 @@ class _Trainer:
             if self.step.on_nan != "warn" and self.check_nan(mstate):
                 halted = True
                 break
-        logs = setup.host_logs(self.step.compute(mstate))
+        logs = self.step.compute(mstate)
+        values, counts = jax.device_get((list(logs.values()), mstate[NAN_KEY]))  # one transfer
+        logs = setup.host_logs(dict(zip(logs, values)))  # Keras's order (pytrees sort dict keys)
         self.model._ts = self.ts if self.dp is None else self.dp.unreplicate(self.ts)
         halted = (halted or self.check_nan(mstate)) if self.step.on_nan != "warn" else False
-        bad = float(np.asarray(jax.device_get(mstate[NAN_KEY])).reshape(-1, 2)[0, 0])
+        bad = float(np.asarray(counts).reshape(-1, 2)[0, 0])
         if bad and self.step.on_nan == "warn":
             warnings.warn(f"epoch {epoch + 1}: {int(bad)} step(s) had a non-finite loss or gradient", stacklevel=4)
         if bad and self.step.on_nan == "skip":
@@ -235,16 +263,17 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
         model._params, model._state = _copy(model._ts.params), _copy(model._ts.state)
     logs: dict = {}
     for epoch in range(initial_epoch, epochs):
+        model._live = True  # the held weights follow the train state (copied when read)
         cbs.on_epoch_begin(epoch, None)
         logs, halted = trainer.epoch(epoch, epochs, source, steps, batch_size, shuffle, seed)
-        _publish(model)
+        model._live = True
         if val is not None and (epoch + 1) % validation_freq == 0 and not halted:
             val_logs = _evaluate_logs(model, objectives, val, validation_batch_size or batch_size, validation_steps)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         trainer.progress.close(logs)
-        published = (model._params, model._state)
+        version = model._weights_version
         cbs.on_epoch_end(epoch, logs)
-        if model._params is not published[0] or model._state is not published[1]:  # a callback set them
+        if model._weights_version != version:  # a callback set them
             model._ts = model._ts.replace(params=_copy(model._params), state=_copy(model._state))
         if halted:
             print(f"Epoch {epoch + 1}: non-finite loss; stopped before applying that update")
@@ -272,18 +301,15 @@ def _check_distributed(dp: Any, data: Any, batch_size: int) -> None:
     check_equal_local_sizes(data.n)
 
 
-def _publish(model: Any) -> None:
-    """Copies the train state's weights to the model (the train state is donated later)."""
-    model._params, model._state = _copy(model._ts.params), _copy(model._ts.state)
-
-
 def _ensure_train_state(model: Any, compiled: setup.CompileConfig, seed: int) -> None:
     ts = getattr(model, "_ts", None)
+    if ts is not None and model._live and ts.tx is compiled.optimizer:
+        return  # the held weights are still the train state's: nothing was assigned since
     if ts is not None and ts.tx is compiled.optimizer and jax.tree.structure(ts.params) == jax.tree.structure(model._params):
         model._ts = ts.replace(params=_copy(model._params), state=_copy(model._state))
         return
-    key = jax.random.fold_in(jax.random.key(seed), 1)  # the init used fold 0 (the seed itself)
-    model._ts = TrainState.create(model, _copy(model._params), _copy(model._state), compiled.optimizer, key)
+    # The key is fold_in(key(seed), 1): the init used the seed's own key.
+    model._ts = fresh(model._params, model._state, compiled.optimizer, seed, (1,))
 
 
 def _validation(model: Any, validation_data: Any) -> Any:

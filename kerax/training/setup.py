@@ -36,6 +36,8 @@ class CompileConfig:
     max_consecutive_nonfinite: int
     jit_compile: bool
     distribute: Any = None
+    dp: Any = None  # kx.privacy.DPSGD: differentially private training steps
+    scan_layers: bool = False  # run identical consecutive layers by lax.scan (kerax.core.scan)
 
     def to_config(self) -> dict:
         from kerax import losses
@@ -48,6 +50,7 @@ class CompileConfig:
             "metrics": self.metrics,
             "loss_weights": self.loss_weights,
             "steps_per_execution": self.steps_per_execution,
+            **({"scan_layers": True} if self.scan_layers else {}),  # absent when off: older files unchanged
         }
 
 
@@ -126,11 +129,21 @@ def check_targets(objectives: Objectives, model: Any, batch: ArrayData) -> None:
     objectives.validate_targets([np.asarray(t) for t in y_list], out_shapes)
 
 
+def step_model(model: Any, compiled: CompileConfig | None) -> Any:
+    """What the compiled steps call ``apply`` on: the model, or with ``scan_layers`` the
+    model with its runs of identical layers scanned (same params tree, same results)."""
+    if compiled is None or not getattr(compiled, "scan_layers", False):
+        return model
+    from kerax.core.scan import scan_layers
+
+    return scan_layers(model)
+
+
 def train_step_for(model: Any, compiled: CompileConfig, objectives: Objectives, on_nan: str) -> TrainStep:
     key = ("train", id(objectives), on_nan)
     if key not in model._step_cache:
-        model._step_cache[key] = TrainStep(model, objectives, compiled.steps_per_execution, on_nan,
-                                           distribute=compiled.distribute)
+        model._step_cache[key] = TrainStep(step_model(model, compiled), objectives, compiled.steps_per_execution, on_nan,
+                                           distribute=compiled.distribute, dp=compiled.dp)
     return model._step_cache[key]
 
 
@@ -138,7 +151,8 @@ def eval_step_for(model: Any, objectives: Objectives) -> EvalStep:
     key = ("eval", id(objectives))
     if key not in model._step_cache:
         compiled = getattr(model, "_compiled", None)
-        model._step_cache[key] = EvalStep(model, objectives, distribute=getattr(compiled, "distribute", None))
+        model._step_cache[key] = EvalStep(step_model(model, compiled), objectives,
+                                          distribute=getattr(compiled, "distribute", None))
     return model._step_cache[key]
 
 

@@ -30,8 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kerax import errors
+from kerax import errors, loss_scale
 from kerax.core.layer import aux_losses
+from kerax.privacy.dpsgd import check_config as check_dp
+from kerax.privacy.dpsgd import dp_value_and_grad
 from kerax.training.objectives import NAN_KEY, Objectives
 
 ON_NAN = ("warn", "stop", "skip")
@@ -71,7 +73,7 @@ def uses_conv(model: Any) -> bool:
 
 def _loop(body: Any, carry: Any, xs: Any, k: int, unroll: bool) -> Any:
     """``lax.scan`` over the leading axis of ``xs``, or a Python loop (unrolled)."""
-    if unroll:
+    if unroll or k == 1:
         for i in range(k):
             carry, _ = body(carry, jax.tree.map(lambda a: a[i], xs))
         return carry
@@ -86,7 +88,8 @@ class TrainStep:
     """A compiled training step (see the module docstring); build with ``make_train_step``."""
 
     def __init__(self, model: Any, objectives: Objectives, steps_per_execution: int = 1,
-                 on_nan: str = "warn", unroll: bool | None = None, distribute: Any = None) -> None:
+                 on_nan: str = "warn", unroll: bool | None = None, distribute: Any = None,
+                 dp: Any = None) -> None:
         if on_nan not in ON_NAN:
             raise errors.ConfigError(f"on_nan must be one of {list(ON_NAN)}; received {on_nan!r}")
         if not isinstance(steps_per_execution, int) or steps_per_execution < 1:
@@ -97,6 +100,8 @@ class TrainStep:
         self.k, self.on_nan = steps_per_execution, on_nan
         self.unroll = (uses_conv(model) and jax.default_backend() == "cpu") if unroll is None else unroll
         self.distribute = distribute
+        check_dp(dp, model, distribute)
+        self.dp = dp  # kx.privacy.DPSGD or None
         self.axis = distribute.axis_name if distribute is not None and distribute.mode == "pmap" else None
         if self.axis is not None:
             self.run = jax.pmap(self._run, axis_name=self.axis, donate_argnums=(0, 1),
@@ -104,9 +109,10 @@ class TrainStep:
         else:
             self.run = jax.jit(self._run, donate_argnums=(0, 1))
         self._call = jax.jit(self._call_impl, donate_argnums=(0,))
+        self._init_metrics = jax.jit(objectives.init)  # one call, not one per metric leaf
 
     def init_metrics(self) -> dict:
-        return self.objectives.init()
+        return self._init_metrics()
 
     def compute(self, metric_state: dict) -> dict:
         if self.axis is not None:  # one state per device: additive, so sum them
@@ -132,13 +138,19 @@ class TrainStep:
             total = total + share * (model.penalty(params) + aux_losses(new_state))
             return total, (y_pred, new_state, parts)
 
-        (total, (y_pred, new_state, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params)
+        if self.dp is not None:  # DP-SGD: clipped, noised per-example gradients (kerax.privacy)
+            total, parts, y_pred, new_state, grads = dp_value_and_grad(
+                self.dp, model, obj.loss, ts.params, ts.state, x, y, sw, mask, rng)
+        else:  # with a LossScaleOptimizer, the loss is scaled for the backward pass
+            (total, (y_pred, new_state, parts)), grads = loss_scale.scaled_value_and_grad(
+                loss_fn, ts.params, loss_scale.current_scale(ts.opt_state))
         if self.axis is not None:
             total, parts, grads = self._psum((total, parts, grads))
             new_state = jax.lax.pmean(new_state, self.axis)
         candidate = ts.apply_gradients(grads, state=new_state)
         finite = jnp.isfinite(total)
-        if self.on_nan != "warn":  # a finite loss can still have non-finite gradients
+        # A finite loss can still have non-finite gradients (a LossScaleOptimizer skips those itself).
+        if self.on_nan != "warn" and loss_scale.current_scale(ts.opt_state) is None:
             finite = finite & jnp.all(jnp.stack(
                 [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)] or [jnp.bool_(True)]
             ))
@@ -159,8 +171,15 @@ class TrainStep:
     def _run(self, ts: Any, mstate: dict, data: Any, idx: Any, mask: Any = None) -> tuple[Any, dict, Any]:
         """K steps over ``data`` (leading axis K) or over ``data[idx[k]]``; see module doc.
 
-        ``mask`` (K, B) marks real rows; None means all. Only data parallelism pads a
-        training batch (to a multiple of the device count)."""
+        ``idx`` may also be a pair ``(table, pos)``: a whole epoch's indices (G, K, B) sent
+        to the device once, and the device scalar ``pos`` of this execution's row of it;
+        the third output is then ``pos + 1``, the next call's position, so the loop never
+        sends anything per step. ``mask`` (K, B) marks real rows; None means all. Only data
+        parallelism pads a training batch (to a multiple of the device count)."""
+        token = None
+        if isinstance(idx, tuple):
+            table, pos = idx
+            idx, token = table[pos], pos + 1
 
         def body(carry, xs):
             ts, mstate = carry
@@ -177,7 +196,7 @@ class TrainStep:
             xs = (xs, mask)
         k = jax.tree.leaves(xs)[0].shape[0]
         ts, mstate = _loop(body, (ts, mstate), xs, k, self.unroll)
-        return ts, mstate, ts.step + 0  # a small output to wait on without touching ts
+        return ts, mstate, ts.step + 0 if token is None else token  # a small output to wait on
 
     # -- the pure API -------------------------------------------------------------------------------
 
@@ -281,14 +300,15 @@ class EvalStep:
 
 def make_train_step(model: Any, loss: Any, metrics: Any = None, loss_weights: Any = None,
                     steps_per_execution: int = 1, on_nan: str = "warn",
-                    distribute: Any = None) -> TrainStep:
+                    distribute: Any = None, dp: Any = None) -> TrainStep:
     """A jit-compiled ``train_step(ts, batch) -> (ts, logs)`` for ``model``.
 
     ``loss``, ``metrics`` and ``loss_weights`` take what ``compile`` takes (names, objects,
     per-output lists or dicts). ``ts`` is a :class:`~kerax.TrainState` and is donated.
+    ``dp``: a ``kx.privacy.DPSGD`` for differentially private steps (DP-SGD).
     """
     return TrainStep(model, Objectives.create(model, loss, metrics, loss_weights),
-                     steps_per_execution, on_nan, distribute=_checked(distribute))
+                     steps_per_execution, on_nan, distribute=_checked(distribute), dp=dp)
 
 
 def make_eval_step(model: Any, loss: Any, metrics: Any = None, loss_weights: Any = None,

@@ -9,6 +9,7 @@ Fields: ``step`` (int32 scalar), ``params``, ``state`` (non-trainable values),
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -47,17 +48,7 @@ class TrainState:
         ``params`` and ``state`` are copied: the train steps donate the train state's
         buffers, and the arrays passed in (``model.params``, say) must stay usable."""
         del model
-        if isinstance(rng, int):
-            rng = jax.random.key(rng)
-        params, state = jax.tree.map(jnp.copy, (params, state))
-        return cls(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            state=state,
-            opt_state=tx.init(params),
-            rng=rng,
-            tx=tx,
-        )
+        return fresh(params, state, tx, rng, () if isinstance(rng, int) else None)
 
     def apply_gradients(self, grads: Any, **changes: Any) -> "TrainState":
         """One optimizer update; other fields (``state=``) may be replaced too."""
@@ -71,6 +62,38 @@ class TrainState:
 
     def replace(self, **changes: Any) -> "TrainState":
         return dataclasses.replace(self, **changes)
+
+
+@jax.jit
+def copy_tree(tree: Any) -> Any:
+    """A copy of every array in ``tree`` (new buffers), in one compiled call."""
+    return jax.tree.map(jnp.copy, tree)
+
+
+def fresh(params: Any, state: Any, tx: Any, rng: Any, folds: tuple | None = None) -> TrainState:
+    """``TrainState.create`` in one compiled program (not one tiny compilation per leaf
+    shape, as running ``tx.init`` op by op costs). ``rng`` is a key, or with ``folds`` an
+    int seed whose key is ``key(seed)`` folded in with each of ``folds`` in turn."""
+    seeded = folds is not None
+    if seeded and not -2**31 <= int(rng) < 2**31:  # wider than a traced int32: make the key here
+        rng, seeded = jax.random.key(int(rng)), False
+    compiled = _fresh
+    try:
+        hash(tx)
+    except TypeError:  # not usable as a static argument: build it op by op
+        compiled = _fresh.__wrapped__
+    step, params, state, opt_state, rng = compiled(tx, seeded, tuple(folds or ()), params, state, rng)
+    return TrainState(step=step, params=params, state=state, opt_state=opt_state, rng=rng, tx=tx)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _fresh(tx: Any, seeded: bool, folds: tuple, params: Any, state: Any, rng: Any) -> tuple:
+    if seeded:
+        rng = jax.random.key(rng)
+    for f in folds:
+        rng = jax.random.fold_in(rng, f)
+    params, state = jax.tree.map(jnp.copy, (params, state))  # copies: the steps donate them
+    return jnp.zeros((), jnp.int32), params, state, tx.init(params), rng
 
 
 jax.tree_util.register_dataclass(

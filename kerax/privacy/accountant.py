@@ -1,0 +1,139 @@
+"""Privacy accounting for DP-SGD: the epsilon spent, by Renyi DP (``dp-accounting``).
+
+Each DP-SGD step is a Poisson-subsampled Gaussian mechanism (sample rate ``q = batch /
+n``, noise multiplier ``sigma``); ``compute_epsilon`` composes ``steps`` of them with the
+RDP accountant of Google's ``dp-accounting`` package (Mironov 2017; Mironov, Talwar & Zhang
+2019) and converts to ``(epsilon, delta)``-DP. The package is imported only when asked::
+
+    pip install "kerax[privacy]"        # or: pip install dp-accounting
+
+``fit`` with ``compile(dp=...)`` records what it ran in ``model``'s privacy ledger;
+:func:`privacy_spent` turns the ledger into ``(epsilon, delta)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any, Sequence
+
+from kerax import errors
+
+INSTALL_HINT = 'pip install "kerax[privacy]"'
+
+
+def _dp_accounting() -> Any:
+    try:
+        import dp_accounting
+    except ImportError as e:
+        raise ImportError(
+            "privacy accounting needs the dp-accounting package, which is not installed; "
+            f"install it with: {INSTALL_HINT}") from e
+    return dp_accounting
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """``steps`` DP-SGD steps at one sample rate and (effective) noise multiplier.
+
+    ``sample_rate`` is None when the data set's size was unknown (an iterable)."""
+
+    steps: int
+    noise_multiplier: float
+    sample_rate: float | None
+
+
+def _check(steps: Any, noise_multiplier: Any, sample_rate: Any, delta: Any) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise errors.ConfigError(f"compute_epsilon: steps must be an int >= 0; received {steps!r}")
+    if isinstance(noise_multiplier, bool) or not isinstance(noise_multiplier, numbers.Real) or not noise_multiplier >= 0:
+        raise errors.ConfigError(f"compute_epsilon: noise_multiplier must be >= 0; received {noise_multiplier!r}")
+    if not isinstance(sample_rate, numbers.Real) or not 0 < sample_rate <= 1:
+        raise errors.ConfigError(f"compute_epsilon: sample_rate must be in (0, 1]; received {sample_rate!r}")
+    if not isinstance(delta, numbers.Real) or not 0 < delta < 1:
+        raise errors.ConfigError(f"compute_epsilon: delta must be in (0, 1); received {delta!r}")
+
+
+def compose_epsilon(segments: Sequence[Segment], delta: float) -> float:
+    """The epsilon at ``delta`` of running every segment in turn (RDP composition).
+
+    Raises:
+      ConfigError: a segment with an unknown sample rate, or values out of range.
+      ImportError: ``dp-accounting`` is not installed.
+    """
+    for s in segments:
+        if s.sample_rate is None:
+            raise errors.ConfigError(
+                f"the privacy ledger holds {s.steps} steps on a data set of unknown size (an "
+                "iterable); compute epsilon with kx.privacy.compute_epsilon(steps, "
+                "noise_multiplier, batch_size / n, delta)")
+        _check(s.steps, s.noise_multiplier, s.sample_rate, delta)
+    segments = [s for s in segments if s.steps > 0]
+    if not segments:
+        return 0.0
+    if any(s.noise_multiplier == 0 for s in segments):
+        return math.inf
+    dpa = _dp_accounting()
+    accountant = dpa.rdp.RdpAccountant()
+    for s in segments:
+        event = dpa.PoissonSampledDpEvent(s.sample_rate, dpa.GaussianDpEvent(s.noise_multiplier))
+        accountant.compose(event, int(s.steps))
+    return float(accountant.get_epsilon(delta))
+
+
+def compute_epsilon(steps: int, noise_multiplier: float, sample_rate: float, delta: float) -> float:
+    """The epsilon of ``steps`` Poisson-subsampled Gaussian steps, at ``delta``.
+
+    Args:
+      steps: number of DP-SGD steps (``epochs * ceil(n / batch_size)``).
+      noise_multiplier: noise std divided by the sensitivity (``sigma``; for microbatches
+        of several examples use ``sigma / 2``, see ``DPSGD.effective_noise``).
+      sample_rate: ``batch_size / n``.
+      delta: the target delta, in (0, 1); usually below ``1 / n``.
+
+    Returns:
+      epsilon (0 for no steps, ``inf`` without noise).
+
+    Raises:
+      ConfigError: a value out of range. ImportError: ``dp-accounting`` is missing.
+
+    Example (TensorFlow Privacy's MNIST tutorial setting)::
+
+        kx.privacy.compute_epsilon(14063, 1.1, 256 / 60000, 1e-5)
+    """
+    _check(steps, noise_multiplier, sample_rate, delta)
+    return compose_epsilon([Segment(int(steps), float(noise_multiplier), float(sample_rate))], delta)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivacySpent:
+    """``(epsilon, delta)`` after ``steps`` DP-SGD steps (``fit`` puts one in ``history.privacy``)."""
+
+    epsilon: float
+    delta: float
+    steps: int
+
+    def __str__(self) -> str:
+        return f"DP-SGD: (epsilon = {self.epsilon:.4g}, delta = {self.delta:g}) after {self.steps} steps"
+
+
+def ledger_of(model: Any) -> tuple[Segment, ...]:
+    """The DP-SGD steps ``fit`` has run on ``model`` (held by the model object; not saved)."""
+    return tuple(getattr(model, "_privacy_ledger", ()))
+
+
+def privacy_spent(model: Any, delta: float | None = None) -> PrivacySpent:
+    """The ``(epsilon, delta)`` of every DP-SGD ``fit`` of ``model`` so far, composed.
+
+    ``delta`` defaults to the compiled ``DPSGD``'s ``delta`` (else 1e-5). The ledger counts
+    the steps of this model object; loading weights elsewhere does not carry it.
+
+    Raises:
+      ConfigError: a fit on a data set of unknown size. ImportError: no ``dp-accounting``.
+    """
+    if delta is None:
+        dp = getattr(getattr(model, "_compiled", None), "dp", None)
+        delta = dp.delta if dp is not None else 1e-5
+    ledger = ledger_of(model)
+    return PrivacySpent(compose_epsilon(ledger, delta), float(delta), sum(s.steps for s in ledger))

@@ -1,0 +1,132 @@
+"""What the fit loop does for speed must not change what it computes: the epoch's index
+tables, the train state built in one program, and weights copied from it only when read."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import kerax as kx
+from kerax import layers
+from kerax.training.loop import index_groups, index_tables
+from kerax.training.train_state import fresh
+
+
+@pytest.mark.parametrize("n", [1, 7, 9, 64, 130])
+@pytest.mark.parametrize("batch,k,steps", [(1, 1, None), (3, 2, None), (8, 3, 5), (32, 16, None), (8, 16, 40)])
+def test_index_tables_hold_the_executions_in_order(n, batch, k, steps):
+    order = np.random.default_rng(n).permutation(n)
+    expected = index_groups(order, batch, k, steps)
+    tables = index_tables(order, batch, k, steps)
+    flat = [execution for table in tables for execution in table]
+    assert len(flat) == len(expected)
+    for got, want in zip(flat, expected):
+        np.testing.assert_array_equal(got, want)
+    # Every row of the epoch appears once (up to the step limit), batches in order.
+    rows = np.concatenate([e.reshape(-1) for e in flat]) if flat else np.zeros(0, int)
+    limit = n if steps is None else min(n, steps * batch)
+    np.testing.assert_array_equal(rows, order[:limit])
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**31 - 1, 2**40, -3])
+def test_fresh_state_key_is_the_seed_folded_in(seed):
+    ts = fresh({"w": np.ones(3, np.float32)}, {}, optax.adam(1e-3), seed, (1,))
+    want = jax.random.fold_in(jax.random.key(seed), 1)
+    np.testing.assert_array_equal(jax.random.key_data(ts.rng), jax.random.key_data(want))
+    assert int(ts.step) == 0
+    # Adam's moments start at zero, as optax's own init makes them.
+    ref = optax.adam(1e-3).init({"w": np.ones(3, np.float32)})
+    for a, b in zip(jax.tree.leaves(ts.opt_state), jax.tree.leaves(ref)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _model():
+    model = kx.Sequential([layers.Dense(8, activation="relu", input_shape=(4,)), layers.Dense(3)])
+    model.compile(optimizer=kx.optimizers.SGD(0.1), loss=kx.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _data(n=64):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 4)).astype(np.float32), rng.integers(0, 3, n).astype(np.int32)
+
+
+def test_weights_read_before_fit_stay_usable_and_unchanged():
+    model = _model()
+    model.build((None, 4), seed=0)
+    before = model.params
+    kernel = np.asarray(before["dense"]["kernel"]).copy()
+    model.fit(*_data(), batch_size=16, epochs=2, verbose=0, seed=0)
+    np.testing.assert_array_equal(np.asarray(before["dense"]["kernel"]), kernel)  # not donated
+    assert not np.allclose(np.asarray(model.params["dense"]["kernel"]), kernel)  # trained
+
+
+class _Spy(kx.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen.append(np.asarray(self.model.params["dense_1"]["bias"]).copy())
+
+
+def test_weights_read_during_fit_are_the_current_ones():
+    x, y = _data(32)
+    spy = _Spy()
+    model = _model()
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, seed=0, shuffle=False, callbacks=[spy])
+    # The same training one batch at a time: the weights after each step.
+    ref = _model()
+    ref.build((None, 4), seed=0)
+    ref.set_weights(_model_weights_at_start(seed=0))
+    expected = []
+    for i in range(2):
+        ref.fit(x[16 * i:16 * (i + 1)], y[16 * i:16 * (i + 1)], batch_size=16, epochs=1, verbose=0, seed=0,
+                shuffle=False)
+        expected.append(np.asarray(ref.params["dense_1"]["bias"]))
+    assert len(spy.seen) == 2
+    for got, want in zip(spy.seen, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(model.params["dense_1"]["bias"]), expected[-1], rtol=1e-6, atol=1e-7)
+
+
+def _model_weights_at_start(seed):
+    m = _model()
+    m.build((None, 4), seed=seed)
+    return m.get_weights()
+
+
+class _Zero(kx.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            self.model.params = jax.tree.map(np.zeros_like, self.model.params)
+
+
+def test_weights_a_callback_assigns_are_trained_from():
+    x, y = _data()
+    model = _model()
+    model.fit(x, y, batch_size=64, epochs=2, verbose=0, seed=0, callbacks=[_Zero()])
+    # With every weight zero, one SGD step on the full batch moves only the output bias
+    # (the ReLU layer's gradients are zero): a trace of training from the assigned weights.
+    assert np.all(np.asarray(model.params["dense"]["kernel"]) == 0)
+    assert np.all(np.asarray(model.params["dense_1"]["kernel"]) == 0)
+    counts = np.bincount(y, minlength=3) / len(y)
+    np.testing.assert_allclose(np.asarray(model.params["dense_1"]["bias"]), 0.1 * (counts - 1 / 3), rtol=1e-5)
+
+
+class _ZeroMidEpoch(kx.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            self.model.params = jax.tree.map(np.zeros_like, self.model.params)
+
+
+def test_weights_a_callback_assigns_mid_epoch_take_effect_at_the_next_step():
+    x, y = _data()
+    model = _model()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, seed=0, shuffle=False, callbacks=[_ZeroMidEpoch()])
+    # The second step started from zeros: only the output bias moved (see above).
+    assert np.all(np.asarray(model.params["dense"]["kernel"]) == 0)
+    counts = np.bincount(y[32:], minlength=3) / 32
+    np.testing.assert_allclose(np.asarray(model.params["dense_1"]["bias"]), 0.1 * (counts - 1 / 3), rtol=1e-5)
