@@ -59,6 +59,17 @@ def _close(a, b, rtol=1e-5, atol=1e-6):
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=rtol, atol=atol), a, b)
 
 
+@pytest.fixture
+def optimized():
+    """XLA's optimizations on (conftest turns them off): jitted ``init`` must equal the
+    eager one bit for bit, and unoptimized programs round some products differently."""
+    old = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    yield
+    jax.config.update("jax_disable_most_optimizations", old)
+
+
+@pytest.mark.usefixtures("optimized")
 def test_shapes_jit_init_config_golden(case):
     layer, x, params, state, apply = _built(case.name)
     with jax.numpy_dtype_promotion("strict"):
