@@ -170,11 +170,12 @@ class TrainingMethods:
         """The outputs on ``x`` as NumPy arrays (``training=False``). After ``fit(ensemble=N)``:
         the members' mean (``ensemble="mean"``, the default) or all of them stacked
         ``(N, rows, ...)`` (``ensemble="all"``)."""
-        from kerax.training import ensemble as members
+        from kerax.training import ensemble_predict
+        from kerax.training.ensemble import held
         from kerax.training.evaluation import predict
 
-        if ensemble is not None or members.held(self) is not None:
-            return members.predict(self, x, batch_size, steps, ensemble)
+        if ensemble is not None or held(self) is not None:
+            return ensemble_predict.predict(self, x, batch_size, steps, ensemble)
         return predict(self, x, batch_size, 0 if verbose == "auto" else verbose, steps, callbacks)
 
     @property
@@ -187,7 +188,7 @@ class TrainingMethods:
 
     def ensemble_member(self, index: int) -> Any:
         """A plain model with member ``index``'s weights and train state, after ``fit(ensemble=N)``."""
-        from kerax.training.ensemble import member_model
+        from kerax.training.ensemble_predict import member_model
 
         return member_model(self, index)
 

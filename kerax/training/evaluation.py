@@ -88,9 +88,10 @@ def evaluate(model: Any, x: Any = None, y: Any = None, batch_size: int | None = 
         setup.check_targets(objectives, model, data)
     cbs = CallbackList(callbacks or [], model, {"steps": steps, "verbose": 0})
     cbs.on_test_begin(None)
-    from kerax.training import ensemble  # after fit(ensemble=N): each member, and their means
+    from kerax.training import ensemble_predict  # after fit(ensemble=N): each member, and their means
+    from kerax.training.ensemble import held
 
-    runner = ensemble.run_eval if ensemble.held(model) is not None else run_eval
+    runner = ensemble_predict.run_eval if held(model) is not None else run_eval
     logs = runner(model, objectives, data, batch_size or 32, steps, resolve_verbose(verbose), cbs)
     cbs.on_test_end(logs)
     if return_dict:
