@@ -15,22 +15,13 @@ import tempfile
 import time
 
 import kerax as kx
-from kerax import layers
+from kerax.experiments import runner
 
 
-def build() -> kx.Sequential:
-    """The digits CNN of ``kerax/configs/digits_cnn.yaml``."""
-    return kx.Sequential([
-        kx.Input(shape=(8, 8, 1)),
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
-        layers.Conv2D(64, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Dropout(0.25),
-        layers.Flatten(),
-        layers.Dense(128, activation="relu"),
-        layers.Dropout(0.3),
-        layers.Dense(10, activation="softmax"),
-    ], name="digits_cnn")
+def build() -> kx.Model:
+    """The digits CNN, built from the shipped ``kerax/configs/digits_cnn.yaml``."""
+    config = runner.read_config("digits_cnn")
+    return runner.build_model(config["model"], {"num_classes": 10})
 
 
 def main(epochs: int = 8, batch_size: int = 32, seed: int = 0, verbose: str | int = 0) -> dict:

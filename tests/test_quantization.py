@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import kerax as kx
+from kerax.experiments import runner
 from kerax import errors, layers
 from kerax.core import config as cfg
 from kerax.layers.quantized import (
@@ -174,19 +175,10 @@ def test_quantized_layer_config_round_trips_through_the_registry():
 # -- whole models ------------------------------------------------------------------------------
 
 
-def _digits_cnn() -> kx.Sequential:
-    """The model of kerax/configs/digits_cnn.yaml."""
-    return kx.Sequential([
-        kx.Input(shape=(8, 8, 1)),
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
-        layers.Conv2D(64, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(2),
-        layers.Dropout(0.25),
-        layers.Flatten(),
-        layers.Dense(128, activation="relu"),
-        layers.Dropout(0.3),
-        layers.Dense(10, activation="softmax"),
-    ], name="digits_cnn")
+def _digits_cnn() -> kx.Model:
+    """The digits CNN, built from the shipped ``kerax/configs/digits_cnn.yaml``."""
+    config = runner.read_config("digits_cnn")
+    return runner.build_model(config["model"], {"num_classes": 10})
 
 
 @pytest.fixture(scope="module")

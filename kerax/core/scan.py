@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kerax import errors, mixed_precision
+from kerax import errors
 from kerax.core import naming
 from kerax.core.layer import Layer
 from kerax.core.rng import derive
@@ -185,12 +185,7 @@ class _ScannedChain(Chain):
         return cls(message, layer_class=Chain.__name__, layer_name=self.name)
 
     def apply_masked(self, params, state, x, mask, *, rng=None, training=False, dtype_policy=None):
-        try:
-            self._check_input(x)
-        except errors.KeraxError as e:
-            raise self._error(type(e), e.message) from None
-        policy = mixed_precision.effective(self, dtype_policy)
-        extra = {} if policy is None else {"dtype_policy": policy}
+        extra = self._start(x, dtype_policy)
         starts = dict(self.runs)
         names, layers = list(self.names), list(self.layers)
         new_state, calls, i = dict(state), {}, 0
@@ -201,17 +196,7 @@ class _ScannedChain(Chain):
                 x = _scan(params, new_state, x, names[i:stop], layers[i], keys, training, extra)
                 i = stop
                 continue
-            name, layer = names[i], layers[i]
-            k = calls.get(name, 0)
-            calls[name] = k + 1
-            key = derive(rng, name)
-            if k:
-                key = derive(key, f"call{k}")
-            with naming.scope(name, layer):
-                x, s, mask = layer.apply_masked(params.get(name, {}), new_state.get(name, {}), x, mask,
-                                                rng=key, training=training, **extra)
-            if s:
-                new_state[name] = s
+            x, mask = self._run_child(names[i], layers[i], params, new_state, calls, x, mask, rng, training, extra)
             i += 1
         return x, new_state, mask
 

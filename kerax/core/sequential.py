@@ -121,28 +121,37 @@ class Chain(Layer):
         return y, new_state
 
     def apply_masked(self, params, state, x, mask, *, rng=None, training=False, dtype_policy=None):
+        extra = self._start(x, dtype_policy)
+        new_state: dict = dict(state)
+        calls: dict[str, int] = {}
+        for name, layer in zip(self.names, self.layers):
+            x, mask = self._run_child(name, layer, params, new_state, calls, x, mask, rng, training, extra)
+        return x, new_state, mask
+
+    def _start(self, x: Any, dtype_policy: Any) -> dict:
+        """Checks the input; the keyword arguments the children get (the dtype policy)."""
         try:
             self._check_input(x)
         except errors.KeraxError as e:
             raise self._error(type(e), e.message) from None
         policy = mixed_precision.effective(self, dtype_policy)
-        extra = {} if policy is None else {"dtype_policy": policy}
-        new_state = dict(state)
-        calls: dict[str, int] = {}
-        for name, layer in zip(self.names, self.layers):
-            k = calls.get(name, 0)
-            calls[name] = k + 1
-            key = derive(rng, name)
-            if k:
-                key = derive(key, f"call{k}")
-            with naming.scope(name, layer):
-                x, s, mask = layer.apply_masked(
-                    params.get(name, {}), new_state.get(name, {}), x, mask, rng=key,
-                    training=training, **extra
-                )
-            if s:
-                new_state[name] = s
-        return x, new_state, mask
+        return {} if policy is None else {"dtype_policy": policy}
+
+    def _run_child(self, name: str, layer: Layer, params: dict, new_state: dict, calls: dict, x: Any,
+                   mask: Any, rng: Any, training: bool, extra: dict) -> tuple[Any, Any]:
+        """One child's ``apply_masked``: its key (a layer called again gets another), its new
+        state written into ``new_state``; returns its output and mask."""
+        k = calls.get(name, 0)
+        calls[name] = k + 1
+        key = derive(rng, name)
+        if k:
+            key = derive(key, f"call{k}")
+        with naming.scope(name, layer):
+            x, s, mask = layer.apply_masked(params.get(name, {}), new_state.get(name, {}), x, mask, rng=key,
+                                            training=training, **extra)
+        if s:
+            new_state[name] = s
+        return x, mask
 
     def penalty(self, params: dict) -> Any:
         return penalty_sum(zip(self.names, self.layers), params)
