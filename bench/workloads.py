@@ -12,8 +12,14 @@ that. NumPy only: nothing here imports JAX or a framework.
     W5  compile time of a 24-block residual MLP (x + Dense(256, relu)(x), then Dense 10), unrolled
     W5s the same with the blocks scanned (a ``Repeat`` layer); implementations that cannot
         express it yet report it as skipped
+    W6  compile time of 24 pre-norm residual MLP blocks, the feed-forward half of a
+        transformer block (x + Dense(256)(Dense(1024, gelu)(LayerNorm(x))), then LayerNorm
+        and Dense 10),
+        unrolled; hand-written JAX and kerax only
+    W6s the same with the blocks scanned (a ``Repeat`` layer)
 
-Neutral weights: a list with one dict per layer, in order. Dense ``kernel (in, out)``,
+Neutral weights: a list with one dict per layer, in order. LayerNormalization ``gamma``,
+``beta`` (ones, zeros); Dense ``kernel (in, out)``,
 ``bias (out,)``; Conv ``kernel (kh, kw, in, out)`` (HWIO), ``bias (out,)``; LSTM ``kernel
 (F, 4H)``, ``recurrent_kernel (H, 4H)``, ``bias (4H,)``, gate blocks i, f, c (g), o as in
 Keras, forget-gate bias 1 (Keras's ``unit_forget_bias``). Glorot-uniform kernels,
@@ -40,7 +46,9 @@ SPE = 16  # steps per execution of the *_spe16 / *_scan16 implementations (2 wit
 class Workload:
     """One benchmark problem.
 
-    ``arch`` is ``"mlp"``, ``"cnn"``, ``"lstm"`` or ``"resmlp"``; ``sizes`` holds its widths.
+    ``arch`` is ``"mlp"``, ``"cnn"``, ``"lstm"``, ``"resmlp"`` or ``"prenorm"``; ``sizes``
+    holds its widths. ``scanned`` workloads and the ``prenorm`` blocks are written for kerax
+    and hand-written JAX only (``peers_run`` is false).
     A run is one warm-up epoch (its first step includes compilation) and ``epochs`` timed
     epochs of ``steps`` batches each (``steps`` is a multiple of ``spe``, the steps per call
     of the multi-step implementations).
@@ -59,6 +67,11 @@ class Workload:
     scanned: bool = False
     spe: int = SPE
 
+    @property
+    def peers_run(self) -> bool:
+        """Whether the peer frameworks implement this workload (else they report it skipped)."""
+        return not self.scanned and self.arch != "prenorm"
+
     def with_steps(self, steps: int | None = None, epochs: int | None = None) -> "Workload":
         """A copy with other epoch lengths (``steps`` rounded up to a multiple of ``spe``)."""
         steps = self.steps if steps is None else max(self.spe, -(-int(steps) // self.spe) * self.spe)
@@ -66,6 +79,7 @@ class Workload:
 
 
 _RES = {"width": 256, "blocks": 24}
+_PRENORM = {"width": 256, "hidden": 1024, "blocks": 24}
 WORKLOADS: dict[str, Workload] = {
     w.name: w for w in [
         Workload("W1", "MLP 784-512-512-10, Adam, batch 128", "mlp", 128, (784,),
@@ -80,6 +94,11 @@ WORKLOADS: dict[str, Workload] = {
                  (256,), _RES, steps=16, epochs=1, compile_only=True),
         Workload("W5s", "compile time: 24-block residual MLP, width 256, scanned (Repeat), batch 128", "resmlp",
                  128, (256,), _RES, steps=16, epochs=1, compile_only=True, scanned=True),
+        Workload("W6", "compile time: 24 pre-norm residual MLP blocks (LayerNorm, Dense 1024 gelu, Dense 256), "
+                 "unrolled, batch 128", "prenorm", 128, (256,), _PRENORM, steps=16, epochs=1, compile_only=True),
+        Workload("W6s", "compile time: 24 pre-norm residual MLP blocks (LayerNorm, Dense 1024 gelu, Dense 256), "
+                 "scanned (Repeat), batch 128", "prenorm", 128, (256,), _PRENORM, steps=16, epochs=1,
+                 compile_only=True, scanned=True),
     ]
 }
 DEFAULT = ("W1", "W2", "W3", "W4", "W5")
@@ -93,6 +112,7 @@ _QUICK = {
     "cnn": ((8, 8, 1), {"filters": (4, 8), "dense": 16}),
     "lstm": ((5, 3), {"units": 16}),
     "resmlp": ((16,), {"width": 16, "blocks": 3}),
+    "prenorm": ((16,), {"width": 16, "hidden": 32, "blocks": 3}),
 }
 
 
@@ -116,7 +136,8 @@ def get(name: str, quick: bool = False) -> Workload:
 
 
 def layer_shapes(w: Workload) -> list[tuple[str, tuple]]:
-    """``[(kind, dims), ...]``: each layer's kind (dense, conv, lstm) and its sizes, in order."""
+    """``[(kind, dims), ...]``: each layer's kind (dense, conv, lstm, layernorm) and its sizes,
+    in order."""
     c = w.classes
     if w.arch == "mlp":
         dims = [int(np.prod(w.input_shape)), *w.sizes["hidden"], c]
@@ -132,6 +153,10 @@ def layer_shapes(w: Workload) -> list[tuple[str, tuple]]:
     if w.arch == "resmlp":
         width = w.sizes["width"]
         return [("dense", (width, width))] * w.sizes["blocks"] + [("dense", (width, c))]
+    if w.arch == "prenorm":
+        width, hidden = w.sizes["width"], w.sizes["hidden"]
+        block = [("layernorm", (width,)), ("dense", (width, hidden)), ("dense", (hidden, width))]
+        return block * w.sizes["blocks"] + [("layernorm", (width,)), ("dense", (width, c))]
     raise ValueError(f"unknown architecture {w.arch!r}")
 
 
@@ -155,6 +180,8 @@ def make_weights(w: Workload, seed: int = 0) -> list[dict[str, np.ndarray]]:
         if kind == "dense":
             a, b = dims
             out.append({"kernel": _glorot(rng, (a, b), a, b), "bias": np.zeros(b, np.float32)})
+        elif kind == "layernorm":
+            out.append({"gamma": np.ones(dims, np.float32), "beta": np.zeros(dims, np.float32)})
         elif kind == "conv":
             kh, kw, cin, cout = dims
             out.append({"kernel": _glorot(rng, dims, kh * kw * cin, kh * kw * cout),
@@ -169,8 +196,8 @@ def make_weights(w: Workload, seed: int = 0) -> list[dict[str, np.ndarray]]:
 
 
 def flat_weights(weights: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    """Keras's ``get_weights`` order: per layer kernel, (recurrent_kernel,) bias."""
-    order = ("kernel", "recurrent_kernel", "bias")
+    """Keras's ``get_weights`` order: per layer gamma, beta or kernel, (recurrent_kernel,) bias."""
+    order = ("gamma", "beta", "kernel", "recurrent_kernel", "bias")
     return [layer[k] for layer in weights for k in order if k in layer]
 
 

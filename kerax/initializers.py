@@ -29,6 +29,7 @@ import numpy as np
 from jax.typing import DTypeLike
 
 from kerax import errors
+from kerax.core.rng import flat_sample
 
 #: Any ``(key, shape, dtype) -> jax.Array`` function works where an initializer is expected.
 InitializerFn = Callable[..., jax.Array]
@@ -181,8 +182,11 @@ class RandomNormal(Initializer):
     def _draw(self, key: Any, shape: tuple[int, ...], dtype: np.dtype) -> jax.Array:
         # The barrier keeps XLA from folding the scale into the sampler's own constants under
         # jit, which rounds differently from eager execution (init must be equal both ways).
-        draw = self.stddev * jax.lax.optimization_barrier(jax.random.normal(key, shape, dtype))
-        return draw + self.mean if self.mean else draw
+        def sample(n):
+            draw = self.stddev * jax.lax.optimization_barrier(jax.random.normal(key, n, dtype))
+            return draw + self.mean if self.mean else draw
+
+        return flat_sample(sample, shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,7 +194,7 @@ class TruncatedNormal(RandomNormal):
     """``N(mean, stddev**2)`` redrawn outside ``mean +- 2 * stddev`` (Keras semantics)."""
 
     def _draw(self, key: Any, shape: tuple[int, ...], dtype: np.dtype) -> jax.Array:
-        return self.mean + self.stddev * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+        return flat_sample(lambda n: self.mean + self.stddev * jax.random.truncated_normal(key, -2.0, 2.0, n, dtype), shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +210,7 @@ class RandomUniform(Initializer):
                f"minval={self.minval}, maxval={self.maxval}")
 
     def _draw(self, key: Any, shape: tuple[int, ...], dtype: np.dtype) -> jax.Array:
-        return jax.random.uniform(key, shape, dtype, self.minval, self.maxval)
+        return flat_sample(lambda n: jax.random.uniform(key, n, dtype, self.minval, self.maxval), shape)
 
 
 _MODES = ("fan_in", "fan_out", "fan_avg")
@@ -247,11 +251,11 @@ class VarianceScaling(Initializer):
         variance = self.scale / max(1.0, fan)
         if self.distribution == "uniform":
             limit = math.sqrt(3.0 * variance)
-            return jax.random.uniform(key, shape, dtype, -limit, limit)
+            return flat_sample(lambda n: jax.random.uniform(key, n, dtype, -limit, limit), shape)
         if self.distribution == "untruncated_normal":
-            return math.sqrt(variance) * jax.random.normal(key, shape, dtype)
+            return flat_sample(lambda n: math.sqrt(variance) * jax.random.normal(key, n, dtype), shape)
         stddev = math.sqrt(variance) / _TRUNCATED_STDDEV
-        return stddev * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+        return flat_sample(lambda n: stddev * jax.random.truncated_normal(key, -2.0, 2.0, n, dtype), shape)
 
 
 def _preset(scale: float, mode: str, distribution: str) -> Callable[[type], type]:
@@ -314,7 +318,7 @@ class Orthogonal(Initializer):
             )
         rows, cols = math.prod(shape[:-1]), shape[-1]
         work = dtype if dtype.itemsize >= 4 else np.dtype(np.float32)  # QR needs >= 32 bits
-        a = jax.random.normal(key, (max(rows, cols), min(rows, cols)), work)
+        a = flat_sample(lambda n: jax.random.normal(key, n, work), (max(rows, cols), min(rows, cols)))
         q, r = jnp.linalg.qr(a)
         q = q * jnp.sign(jnp.diagonal(r))
         if rows < cols:

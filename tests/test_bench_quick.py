@@ -4,7 +4,8 @@ workload (toy sizes) from the same weights over the same batches, and their loss
 The hand-written reference is itself checked against a NumPy forward pass. No timing is
 asserted: timings are the benchmark's business, not the test's. To stay inside the test
 budget, W4 (W1's code at another batch size) runs two implementations, W5 (a compile-time
-workload: 24 blocks to compile per implementation) only kerax's and the hand-written one.
+workload: 24 blocks to compile per implementation) and the pre-norm blocks W6 / W6s (scanned)
+only kerax's and the hand-written one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bench import impls, report, run, workloads  # noqa: E402
 
 W4_IMPLS = ("handwritten", "kerax_fit")
 W5_IMPLS = ("handwritten", "kerax_pure")
+W6 = ("W6", "W6s")  # written for kerax and hand-written JAX only; they run W5_IMPLS
 FIELDS = ("setup_s", "first_step_s", "step_s", "steps_per_s", "samples_per_s", "peak_rss_mb", "epoch_losses",
           "steps_per_call", "device")
 
@@ -39,7 +41,8 @@ def quick(tmp_path_factory):
     common = ["--quick", "--inprocess", "--fast-compile"]
     status = run.main(common + ["--json", str(out / "a.json"), "--workloads", "W1,W2,W3"])
     status |= run.main(common + ["--json", str(out / "b.json"), "--workloads", "W4", "--impls", ",".join(W4_IMPLS)])
-    status |= run.main(common + ["--json", str(out / "c.json"), "--workloads", "W5", "--impls", ",".join(W5_IMPLS)])
+    status |= run.main(common + ["--json", str(out / "c.json"), "--workloads", ",".join(("W5",) + W6),
+                                 "--impls", ",".join(W5_IMPLS)])
     a, b, c = (json.loads((out / f).read_text()) for f in ("a.json", "b.json", "c.json"))
     for other in (b, c):
         a["runs"] += other["runs"]
@@ -58,6 +61,7 @@ def test_quick_mode_passes_and_every_importable_impl_ran_every_workload(quick):
     ran = {(r["impl"], r["workload"]) for r in doc["runs"] if "step_s" in r}
     expected = {(i, w) for i in impls.IMPLS if _importable(i) for w in workloads.DEFAULT
                 if (w != "W4" or i in W4_IMPLS) and (w != "W5" or i in W5_IMPLS)}
+    expected |= {(i, w) for i in W5_IMPLS for w in W6}
     assert ran == expected
     for r in doc["runs"]:
         if "skipped" in r:
@@ -107,6 +111,13 @@ def _np_forward(w: workloads.Workload, p: list[dict], x: np.ndarray) -> np.ndarr
         for layer in p[:-1]:
             x = x + relu(x @ layer["kernel"] + layer["bias"])
         return x @ p[-1]["kernel"] + p[-1]["bias"]
+    if w.arch == "prenorm":
+        erf = np.vectorize(math.erf)
+        norm = lambda a, q: (a - a.mean(1, keepdims=True)) / np.sqrt(a.var(1, keepdims=True) + 1e-3) * q["gamma"] + q["beta"]  # noqa: E731,E501
+        for ln, up, down in zip(p[:-2:3], p[1:-2:3], p[2:-2:3]):
+            z = norm(x, ln) @ up["kernel"] + up["bias"]
+            x = x + (0.5 * z * (1 + erf(z / math.sqrt(2)))) @ down["kernel"] + down["bias"]
+        return norm(x, p[-2]) @ p[-1]["kernel"] + p[-1]["bias"]
     if w.arch == "cnn":
         for layer in p[:2]:  # valid 3x3 convolution as a sum over the window's offsets
             k = layer["kernel"]
@@ -133,7 +144,7 @@ def _np_loss(logits: np.ndarray, y: np.ndarray) -> float:
     return float(-log_probs[np.arange(len(y)), y].mean())
 
 
-@pytest.mark.parametrize("name", workloads.DEFAULT)
+@pytest.mark.parametrize("name", workloads.DEFAULT + W6)
 def test_first_step_loss_matches_numpy(quick, name):
     _, doc = quick
     w = workloads.get(name, quick=True)
@@ -210,3 +221,22 @@ def test_unknown_names_are_refused_with_the_known_ones():
         impls.load("jax")
     with pytest.raises(SystemExit, match=r"unknown implementations \['torch'\]"):
         run.parse_args(["--impls", "handwritten,torch"])
+
+
+def test_peers_refuse_the_kerax_and_handwritten_only_workloads_by_name():
+    from bench.impls._common import Unsupported, require_peer_support
+
+    for name in ("W5s", "W6", "W6s"):
+        with pytest.raises(Unsupported, match=f"{name} is written for kerax and hand-written JAX only"):
+            require_peer_support(workloads.get(name))
+    require_peer_support(workloads.get("W5"))  # the unrolled residual MLP is every peer's
+
+
+def test_prenorm_weights_hold_a_layer_norm_and_two_dense_layers_per_block():
+    w = workloads.get("W6")
+    weights = workloads.make_weights(w)
+    assert len(weights) == 3 * 24 + 2 and sorted(weights[-2]) == ["beta", "gamma"]
+    norm, up, down = weights[:3]
+    assert np.array_equal(norm["gamma"], np.ones(256)) and not norm["beta"].any()
+    assert up["kernel"].shape == (256, 1024) and down["kernel"].shape == (1024, 256)
+    assert [a.shape for a in workloads.flat_weights(weights[:1])] == [(256,), (256,)]

@@ -11,6 +11,7 @@ import pytest
 import kerax as kx
 from kerax import layers
 from kerax.training.loop import index_groups, index_tables
+from kerax.training.steps import TrainStep
 from kerax.training.train_state import fresh
 
 
@@ -130,3 +131,45 @@ def test_weights_a_callback_assigns_mid_epoch_take_effect_at_the_next_step():
     assert np.all(np.asarray(model.params["dense"]["kernel"]) == 0)
     counts = np.bincount(y[32:], minlength=3) / 32
     np.testing.assert_allclose(np.asarray(model.params["dense_1"]["bias"]), 0.1 * (counts - 1 / 3), rtol=1e-5)
+
+
+def _compiles(records: list, name: str) -> list:
+    return [r for r in records if f"Finished XLA compilation of jit({name})" in r.getMessage()]
+
+
+def _precompile_fit(x, y):
+    model = kx.Sequential([kx.Input((5,)), layers.Dense(7, activation="relu"), layers.Dense(2)])
+    model.compile(optimizer="adam", loss=kx.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, seed=0)
+    return history.history, [np.asarray(w) for w in model.get_weights()]
+
+
+def test_first_fit_compiles_its_train_step_once_on_the_precompile_thread(caplog, monkeypatch):
+    x = np.random.default_rng(0).normal(size=(48, 5)).astype(np.float32)
+    y = (x.sum(1) > 0).astype(np.int32)
+    jax.config.update("jax_log_compiles", True)  # globally: a context would not reach the thread
+    try:
+        with caplog.at_level("WARNING", logger="jax"):
+            logs, weights = _precompile_fit(x, y)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    runs = _compiles(caplog.records, "_run")
+    assert [r.threadName for r in runs] == ["kerax-precompile"]  # once, in the thread
+    assert [r.threadName for r in _compiles(caplog.records, "_compute_jit")] == ["MainThread"]
+    # Without it, fit trains the same: the same logs and weights.
+    monkeypatch.setattr(TrainStep, "precompile", lambda self, *a: None)
+    ref_logs, ref_weights = _precompile_fit(x, y)
+    assert logs == ref_logs
+    for a, b in zip(weights, ref_weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_step_that_fails_to_trace_raises_from_fit_as_before():
+    def bad_loss(y_true, y_pred):
+        raise kx.errors.ShapeError("bad_loss expected nothing; received a call")
+
+    model = kx.Sequential([kx.Input((3,)), layers.Dense(2)])
+    model.compile(optimizer="sgd", loss=bad_loss)
+    with pytest.raises(kx.errors.ShapeError, match="bad_loss expected nothing; received a call"):
+        model.fit(np.zeros((8, 3), np.float32), np.zeros((8, 2), np.float32), batch_size=4, verbose=0)

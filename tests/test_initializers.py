@@ -322,3 +322,15 @@ def test_call_validates_key_shape_and_dtype():
     with pytest.raises(ShapeError, match=r"Identity expected a 2-D shape \(rows, cols\); "
                        r"received shape=\(2, 2, 2\) of rank 3"):
         I.Identity()(KEY, (2, 2, 2))
+
+
+@pytest.mark.parametrize("shape", [(37, 10), (3, 3, 5, 7), (11,)])
+def test_draws_equal_jax_random_on_the_requested_shape(shape):
+    # Samplers run over the flattened size (cheaper to compile); the values must be those
+    # jax.random gives for the shape itself.
+    limit = math.sqrt(6.0 / sum(I.compute_fans(shape)))
+    np.testing.assert_array_equal(I.GlorotUniform()(KEY, shape), jax.random.uniform(KEY, shape, jnp.float32, -limit, limit))
+    np.testing.assert_array_equal(I.RandomUniform(-0.3, 0.2)(KEY, shape), jax.random.uniform(KEY, shape, jnp.float32, -0.3, 0.2))
+    np.testing.assert_array_equal(I.TruncatedNormal(stddev=0.5)(KEY, shape),
+                                  0.5 * jax.random.truncated_normal(KEY, -2.0, 2.0, shape, jnp.float32))
+    np.testing.assert_allclose(I.RandomNormal(stddev=0.5)(KEY, shape), 0.5 * jax.random.normal(KEY, shape), rtol=1e-6)

@@ -43,6 +43,13 @@ class Unsupported(Exception):
     """This implementation cannot run this workload (the message says why)."""
 
 
+def require_peer_support(w: Any) -> None:
+    """Raises ``Unsupported`` for the workloads written for kerax and hand-written JAX only
+    (``Workload.peers_run``); a peer framework calls it first."""
+    if not w.peers_run:
+        raise Unsupported(f"{w.name} is written for kerax and hand-written JAX only")
+
+
 def loop_run(call: Call, carry: Any, feeds: list, epochs: int, started: float, steps_per_call: int = 1) -> dict:
     """Runs one warm-up epoch and ``epochs`` timed epochs of ``call`` over ``feeds``.
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from bench import workloads as wl
-from bench.impls._common import EpochClock, Unsupported, fit_result
+from bench.impls._common import EpochClock, fit_result, require_peer_support
 
 os.environ.setdefault("KERAS_BACKEND", "jax")  # read once, when keras is first imported
 import keras  # noqa: E402
@@ -20,6 +20,7 @@ from keras import layers  # noqa: E402
 
 def build(w: wl.Workload, weights: list[dict]) -> keras.Model:
     """The Keras model of ``w``, holding ``weights`` (the neutral layout is Keras's)."""
+    require_peer_support(w)
     keras.utils.clear_session()
     c = w.classes
     x = inputs = keras.Input(w.input_shape)
@@ -34,8 +35,6 @@ def build(w: wl.Workload, weights: list[dict]) -> keras.Model:
     elif w.arch == "lstm":
         x = layers.LSTM(w.sizes["units"])(x)
     elif w.arch == "resmlp":
-        if w.scanned:
-            raise Unsupported("the scanned variant is written for kerax and hand-written JAX only")
         for _ in range(w.sizes["blocks"]):
             x = layers.Add()([x, layers.Dense(w.sizes["width"], activation="relu")(x)])
     model = keras.Model(inputs, layers.Dense(c)(x))

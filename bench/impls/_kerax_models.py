@@ -14,19 +14,23 @@ def loss() -> kx.losses.SparseCategoricalCrossentropy:
     return kx.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def _block(w: wl.Workload, h):
+    """One residual block of ``w`` on the symbolic tensor ``h``."""
+    width = w.sizes["width"]
+    if w.arch == "resmlp":
+        return layers.Add()([h, layers.Dense(width, activation="relu")(h)])
+    z = layers.Dense(w.sizes["hidden"], activation="gelu")(layers.LayerNormalization()(h))
+    return layers.Add()([h, layers.Dense(width)(z)])
+
+
 def _residual_blocks(w: wl.Workload, h):
-    width, blocks = w.sizes["width"], w.sizes["blocks"]
     if not w.scanned:
-        for _ in range(blocks):
-            h = layers.Add()([h, layers.Dense(width, activation="relu")(h)])
+        for _ in range(w.sizes["blocks"]):
+            h = _block(w, h)
         return h
-    # Hook for the scanned variant: one block, repeated by lax.scan inside a Repeat layer.
-    repeat = getattr(layers, "Repeat", None)
-    if repeat is None:
-        raise Unsupported("kerax has no layers.Repeat yet (W5s is the hook for it)")
-    x = kx.Input((width,))
-    block = kx.Model(x, layers.Add()([x, layers.Dense(width, activation="relu")(x)]))
-    return repeat(block, blocks)(h)
+    # The scanned variant: one block, repeated by lax.scan inside a Repeat layer.
+    x = kx.Input((w.sizes["width"],))
+    return layers.Repeat(kx.Model(x, _block(w, x)), w.sizes["blocks"])(h)
 
 
 def build(w: wl.Workload, weights: list[dict]) -> kx.Model:
@@ -42,9 +46,10 @@ def build(w: wl.Workload, weights: list[dict]) -> kx.Model:
                                layers.Dense(w.sizes["dense"], activation="relu"), layers.Dense(c)])
     elif w.arch == "lstm":
         model = kx.Sequential([kx.Input(w.input_shape), layers.LSTM(w.sizes["units"]), layers.Dense(c)])
-    elif w.arch == "resmlp":
+    elif w.arch in ("resmlp", "prenorm"):
         x = kx.Input(w.input_shape)
-        model = kx.Model(x, layers.Dense(c)(_residual_blocks(w, x)))
+        h = _residual_blocks(w, x)
+        model = kx.Model(x, layers.Dense(c)(h if w.arch == "resmlp" else layers.LayerNormalization()(h)))
     else:
         raise ValueError(f"unknown architecture {w.arch!r}")
     model.build(seed=0)

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from bench import workloads as wl
-from bench.impls._common import Unsupported, loop_run
+from bench.impls._common import loop_run, require_peer_support
 from bench.impls.handwritten import adam
 
 
@@ -72,10 +72,9 @@ class LSTM(eqx.Module):
 
 
 def build(w: wl.Workload, weights: list[dict]) -> eqx.Module:
+    require_peer_support(w)
     keys = list(jax.random.split(jax.random.key(0), len(weights)))
     if w.arch in ("mlp", "resmlp"):
-        if w.scanned:
-            raise Unsupported("the scanned variant is written for kerax and hand-written JAX only")
         return MLP([_linear(p, k) for p, k in zip(weights, keys)], w.arch == "resmlp")
     if w.arch == "cnn":
         return CNN(_conv(weights[0], keys[0]), _conv(weights[1], keys[1]), eqx.nn.MaxPool2d(2, 2),

@@ -13,7 +13,7 @@ import flax.linen as nn
 from flax.training import train_state
 
 from bench import workloads as wl
-from bench.impls._common import Unsupported, loop_run
+from bench.impls._common import loop_run, require_peer_support
 from bench.impls.handwritten import adam
 
 
@@ -59,9 +59,8 @@ def _dense(p: dict) -> dict:
 
 def build(w: wl.Workload, weights: list[dict]) -> tuple[nn.Module, dict]:
     """The Linen module of ``w`` and its params, mapped from the neutral weights."""
+    require_peer_support(w)
     if w.arch in ("mlp", "resmlp"):
-        if w.scanned:
-            raise Unsupported("the scanned variant is written for kerax and hand-written JAX only")
         sizes = tuple(p["kernel"].shape[1] for p in weights)
         return MLP(sizes, w.arch == "resmlp"), {f"dense{i}": _dense(p) for i, p in enumerate(weights)}
     if w.arch == "cnn":

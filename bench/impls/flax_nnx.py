@@ -12,7 +12,7 @@ import optax
 from flax import nnx
 
 from bench import workloads as wl
-from bench.impls._common import Unsupported, loop_run
+from bench.impls._common import loop_run, require_peer_support
 from bench.impls.handwritten import adam
 
 
@@ -75,9 +75,8 @@ class LSTM(nnx.Module):
 
 
 def build(w: wl.Workload, weights: list[dict]) -> nnx.Module:
+    require_peer_support(w)
     if w.arch in ("mlp", "resmlp"):
-        if w.scanned:
-            raise Unsupported("the scanned variant is written for kerax and hand-written JAX only")
         return MLP(weights, w.arch == "resmlp")
     if w.arch == "cnn":
         return CNN(weights)

@@ -61,6 +61,19 @@ def _lstm_last(p: dict, x: jax.Array) -> jax.Array:
     return h
 
 
+def _layer_norm(p: dict, h: jax.Array) -> jax.Array:
+    """Layer normalization over the last axis, epsilon 1e-3 (Keras's default)."""
+    mean = h.mean(-1, keepdims=True)
+    z = (h - mean) * jax.lax.rsqrt(jnp.square(h - mean).mean(-1, keepdims=True) + 1e-3)
+    return z * p["gamma"] + p["beta"]
+
+
+def _prenorm_block(b: tuple, h: jax.Array) -> jax.Array:
+    """``h + Dense(gelu(Dense(LayerNorm(h))))``, with exact gelu (Keras's default)."""
+    norm, up, down = b
+    return h + _dense(down, jax.nn.gelu(_dense(up, _layer_norm(norm, h)), approximate=False))
+
+
 def model(w: wl.Workload, weights: list[dict]) -> tuple[Any, Callable[[Any, jax.Array], jax.Array]]:
     """``(params, apply)``: the workload's parameters (from the neutral weights) and
     ``apply(params, x) -> logits``."""
@@ -79,6 +92,21 @@ def model(w: wl.Workload, weights: list[dict]) -> tuple[Any, Callable[[Any, jax.
     elif w.arch == "lstm":
         def apply(p, x):
             return _dense(p[1], _lstm_last(p[0], x))
+    elif w.arch == "prenorm":
+        # Each block's three layers (LayerNorm, Dense up, Dense down) in one tuple; scanned,
+        # the tuples are stacked on a leading axis and run by one lax.scan.
+        blocks = [tuple(params[i:i + 3]) for i in range(0, len(params) - 2, 3)]
+        if w.scanned:
+            blocks = jax.tree.map(lambda *a: jnp.stack(a), *blocks)
+        params = {"blocks": blocks, "norm": params[-2], "head": params[-1]}
+
+        def apply(p, x):
+            if w.scanned:
+                x, _ = jax.lax.scan(lambda h, b: (_prenorm_block(b, h), None), x, p["blocks"])
+            else:
+                for b in p["blocks"]:
+                    x = _prenorm_block(b, x)
+            return _dense(p["head"], _layer_norm(p["norm"], x))
     elif w.arch == "resmlp" and not w.scanned:
         def apply(p, x):
             for layer in p[:-1]:

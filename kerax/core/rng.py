@@ -7,7 +7,9 @@ layer elsewhere leaves every other layer's initial weights unchanged.
 
 from __future__ import annotations
 
+import math
 import zlib
+from typing import Callable
 
 import jax
 
@@ -26,3 +28,19 @@ def as_key(rng: jax.Array | int | None) -> jax.Array | None:
     if isinstance(rng, int):
         return jax.random.key(rng)
     return rng
+
+
+def flat_sample(sample: Callable[[tuple[int]], jax.Array], shape: tuple[int, ...]) -> jax.Array:
+    """``sample((size,))`` reshaped to ``shape``: the values ``sample(shape)`` gives.
+
+    ``jax.random`` numbers the elements in row-major order, so the values are the same,
+    but XLA:CPU compiles the flat sampler faster: shaped ``(512, 10)``, a last axis that is
+    not a multiple of its vector width, it took 0.36 s, flat 0.10 s (2 cores), in every
+    classifier head's initializer and every DP-SGD step's noise.
+
+        >>> key = jax.random.key(0)
+        >>> bool((flat_sample(lambda n: jax.random.normal(key, n), (4, 3))
+        ...       == jax.random.normal(key, (4, 3))).all())
+        True
+    """
+    return sample((math.prod(shape),)).reshape(shape)

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from kerax import errors
 from kerax.core.layer import Layer, aux_losses, snake_case
+from kerax.core.rng import flat_sample
 from kerax.privacy.per_example import LossFn, clip_and_aggregate, grouped_grads
 
 
@@ -161,7 +162,8 @@ def add_noise(tree: Any, std: float, key: jax.Array) -> Any:
     """``tree + N(0, std^2)`` on every entry, one independent key per leaf."""
     leaves, treedef = jax.tree.flatten(tree)
     keys = jax.random.split(key, max(len(leaves), 1))
-    noisy = [g + std * jax.random.normal(k, g.shape, jnp.float32).astype(g.dtype) for g, k in zip(leaves, keys)]
+    noise = [flat_sample(lambda n, k=k: jax.random.normal(k, n, jnp.float32), g.shape) for g, k in zip(leaves, keys)]
+    noisy = [g + std * z.astype(g.dtype) for g, z in zip(leaves, noise)]
     return jax.tree.unflatten(treedef, noisy)
 
 

@@ -86,6 +86,7 @@ class _Trainer:
         self.batch_begin = callbacks.wants("on_train_batch_begin")
         self.pending: collections.deque = collections.deque()
         self.depth = in_flight_depth()
+        self.compiling: Any = None  # the thread compiling the first execution (TrainStep.precompile)
 
     def execute(self, mstate: dict, data: Any, idx: Any, k: int, mask: Any = None) -> dict:
         if self.batch_begin:
@@ -93,6 +94,9 @@ class _Trainer:
         if self.dp is None and self.model._weights_version != self.version:  # a callback set them
             self.ts = self.ts.replace(params=_copy(self.model._params), state=_copy(self.model._state))
             self.version = self.model._weights_version
+        if self.compiling is not None:
+            self.compiling.join()
+            self.compiling = None
         ts, mstate, token = self.step.run(self.ts, mstate, data, idx, mask)
         self.ts, self.token = ts, token
         if self.dp is None:
@@ -235,7 +239,6 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
     user_callbacks = list(callbacks or [])
     on_nan = "stop" if any(isinstance(c, TerminateOnNaN) for c in user_callbacks) else compiled.on_nan
     step = setup.train_step_for(model, compiled, objectives, on_nan)
-    _ensure_train_state(model, compiled, seed)
 
     history = History()
     verbose = resolve_verbose(verbose) if jax.process_index() == 0 else 0  # one process prints
@@ -255,6 +258,11 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
         source, steps_total = data, steps
     cbs = CallbackList(user_callbacks + [history], model, {"epochs": epochs, "steps": steps_total, "verbose": verbose})
     trainer = _Trainer(model, step, cbs, verbose, compiled.max_consecutive_nonfinite)
+    tables = index_tables(np.arange(data.n), batch_size, step.k, steps) if isinstance(source, tuple) else []
+    if tables and epochs > initial_epoch:  # compile the first step while the rest is set up
+        ts = jax.eval_shape(lambda p, s: fresh(p, s, compiled.optimizer, seed, (1,)), model._params, model._state)
+        trainer.compiling = step.precompile(ts, source[0], tables[0].shape)
+    _ensure_train_state(model, compiled, seed)
     model.stop_training = False
     model._resume_epoch = model._resume_batch = None
     cbs.on_train_begin(None)
