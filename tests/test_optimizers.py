@@ -453,3 +453,15 @@ def test_unknown_names():
     with pytest.raises(errors.ConfigError, match="plain callable has no config"):
         S.serialize(lambda step: 0.1)
     assert S.serialize(0.5) == 0.5 and S.names()[0] == "CosineDecay"
+
+
+def test_adam_state_has_optax_adams_layout():
+    # Model files hold the optimizer state by its tree paths: Keras's own Adam step keeps
+    # optax.adam's state, so files saved before it load unchanged.
+    params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+    ours = O.Adam(0.01).init(params)
+    ref = optax.inject_hyperparams(optax.adam)(learning_rate=0.01, eps=optax.constant_schedule(1e-7)).init(params)
+    assert jax.tree.structure(ours.inner_state) == jax.tree.structure(ref.inner_state)
+    updates, state = O.Adam(0.01).update(params, ours, params)
+    assert jax.tree.structure(state) == jax.tree.structure(ours)
+    assert isinstance(state.inner_state[0], optax.ScaleByAdamState) and int(state.inner_state[0].count) == 1
