@@ -23,7 +23,9 @@ consecutive ones.
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import sys
 import threading
 from typing import Any
 
@@ -139,6 +141,7 @@ class TrainStep:
             except Exception:  # noqa: BLE001 - the real call reports it
                 pass
 
+        _release_free_heap()
         thread = threading.Thread(target=work, name="kerax-precompile", daemon=True)
         thread.start()
         try:
@@ -249,6 +252,28 @@ class TrainStep:
         ts, mstate, _ = self.run(ts, self.distribute.replicate(self.objectives.init()), data, None, mask)
         return ts, self.compute(mstate)
 
+
+
+def _release_free_heap() -> None:
+    """Hands the heap's free memory back to the OS (glibc's ``malloc_trim``; elsewhere a no-op).
+
+    A compile on another thread allocates from a malloc arena of its own, so the memory
+    the main thread freed (the weights' initialisation program, say) would stay mapped
+    beside it and add to the peak: W5 of bench/ peaked at 401-456 MB, and at 389-396 MB
+    with the trim (390-402 MB compiling on one thread)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
 
 
 @functools.partial(jax.jit, static_argnums=0)
