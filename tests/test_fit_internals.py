@@ -173,3 +173,46 @@ def test_a_step_that_fails_to_trace_raises_from_fit_as_before():
     model.compile(optimizer="sgd", loss=bad_loss)
     with pytest.raises(kx.errors.ShapeError, match="bad_loss expected nothing; received a call"):
         model.fit(np.zeros((8, 3), np.float32), np.zeros((8, 2), np.float32), batch_size=4, verbose=0)
+
+
+_LEAVES_EARLY = """
+import os, sys
+sys.path.insert(0, {root!r})
+import numpy as np
+import kerax as kx
+from kerax import layers
+
+class Stop(kx.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        raise RuntimeError("stop before the first step")
+
+model = kx.Sequential([kx.Input((64,))] + [layers.Dense(64, activation="relu") for _ in range(12)] + [layers.Dense(2)])
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", steps_per_execution=4)
+try:
+    model.fit(np.zeros((64, 64), np.float32), np.zeros(64, np.int32), batch_size=8, verbose=0, callbacks=[Stop()])
+except RuntimeError as e:
+    print("raised:", e)
+"""
+
+
+def test_fit_that_stops_before_its_first_step_leaves_no_compile_running(tmp_path):
+    # The precompile thread is joined when fit leaves: a daemon thread still inside XLA
+    # when the interpreter exits aborts the process (SIGABRT) instead of exiting cleanly.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "leave_early.py"
+    script.write_text(_LEAVES_EARLY.format(root=str(Path(__file__).resolve().parents[1])))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "raised: stop before the first step" in done.stdout
+
+
+def test_a_second_fit_on_the_same_shapes_starts_no_compile_thread(monkeypatch):
+    model = _model()
+    model.fit(*_data(), batch_size=16, epochs=1, verbose=0, seed=0)
+    started = []
+    monkeypatch.setattr("threading.Thread.start", lambda self: started.append(self.name))
+    model.fit(*_data(), batch_size=16, epochs=1, verbose=0, seed=0)
+    assert "kerax-precompile" not in started

@@ -94,9 +94,7 @@ class _Trainer:
         if self.dp is None and self.model._weights_version != self.version:  # a callback set them
             self.ts = self.ts.replace(params=_copy(self.model._params), state=_copy(self.model._state))
             self.version = self.model._weights_version
-        if self.compiling is not None:
-            self.compiling.join()
-            self.compiling = None
+        self.join_compile()
         ts, mstate, token = self.step.run(self.ts, mstate, data, idx, mask)
         self.ts, self.token = ts, token
         if self.dp is None:
@@ -108,6 +106,13 @@ class _Trainer:
             self.callbacks.on_train_batch_end(self.batch, setup.host_logs(self.step.compute(mstate)))
         self.batch += k
         return mstate
+
+    def join_compile(self) -> None:
+        """Waits for the precompile thread, if any: before the first step, and when ``fit``
+        ends (a daemon thread still inside XLA at interpreter exit aborts the process)."""
+        if self.compiling is not None:
+            self.compiling.join()
+            self.compiling = None
 
     def _table_feed(self, device_data: Any, tables: list[np.ndarray]):
         """(data, (table, pos), k, None) per execution: one transfer for the epoch's
@@ -260,36 +265,40 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
     trainer = _Trainer(model, step, cbs, verbose, compiled.max_consecutive_nonfinite)
     tables = index_tables(np.arange(data.n), batch_size, step.k, steps) if isinstance(source, tuple) else []
     if tables and epochs > initial_epoch:  # compile the first step while the rest is set up
-        ts = jax.eval_shape(lambda p, s: fresh(p, s, compiled.optimizer, seed, (1,)), model._params, model._state)
-        trainer.compiling = step.precompile(ts, source[0], tables[0].shape)
-    _ensure_train_state(model, compiled, seed)
-    model.stop_training = False
-    model._resume_epoch = model._resume_batch = None
-    cbs.on_train_begin(None)
-    if model._resume_epoch is not None:  # a callback (BackupAndRestore) restored a train state
-        initial_epoch = int(model._resume_epoch)
-        model._params, model._state = _copy(model._ts.params), _copy(model._ts.state)
-    logs: dict = {}
-    for epoch in range(initial_epoch, epochs):
-        model._live = True  # the held weights follow the train state (copied when read)
-        cbs.on_epoch_begin(epoch, None)
-        logs, halted = trainer.epoch(epoch, epochs, source, steps, batch_size, shuffle, seed)
-        model._live = True
-        if val is not None and (epoch + 1) % validation_freq == 0 and not halted:
-            val_logs = _evaluate_logs(model, objectives, val, validation_batch_size or batch_size, validation_steps)
-            logs.update({f"val_{k}": v for k, v in val_logs.items()})
-        trainer.progress.close(logs)
-        version = model._weights_version
-        cbs.on_epoch_end(epoch, logs)
-        if model._weights_version != version:  # a callback set them
-            model._ts = model._ts.replace(params=_copy(model._params), state=_copy(model._state))
-        if halted:
-            print(f"Epoch {epoch + 1}: non-finite loss; stopped before applying that update")
-            model.stop_training = True
-        if model.stop_training:
-            break
-    cbs.on_train_end(logs)
-    return history
+        abstract_ts = lambda: jax.eval_shape(  # noqa: E731
+            lambda p, s: fresh(p, s, compiled.optimizer, seed, (1,)), model._params, model._state)
+        trainer.compiling = step.precompile(abstract_ts, source[0], tables[0].shape)
+    try:
+        _ensure_train_state(model, compiled, seed)
+        model.stop_training = False
+        model._resume_epoch = model._resume_batch = None
+        cbs.on_train_begin(None)
+        if model._resume_epoch is not None:  # a callback (BackupAndRestore) restored a train state
+            initial_epoch = int(model._resume_epoch)
+            model._params, model._state = _copy(model._ts.params), _copy(model._ts.state)
+        logs: dict = {}
+        for epoch in range(initial_epoch, epochs):
+            model._live = True  # the held weights follow the train state (copied when read)
+            cbs.on_epoch_begin(epoch, None)
+            logs, halted = trainer.epoch(epoch, epochs, source, steps, batch_size, shuffle, seed)
+            model._live = True
+            if val is not None and (epoch + 1) % validation_freq == 0 and not halted:
+                val_logs = _evaluate_logs(model, objectives, val, validation_batch_size or batch_size, validation_steps)
+                logs.update({f"val_{k}": v for k, v in val_logs.items()})
+            trainer.progress.close(logs)
+            version = model._weights_version
+            cbs.on_epoch_end(epoch, logs)
+            if model._weights_version != version:  # a callback set them
+                model._ts = model._ts.replace(params=_copy(model._params), state=_copy(model._state))
+            if halted:
+                print(f"Epoch {epoch + 1}: non-finite loss; stopped before applying that update")
+                model.stop_training = True
+            if model.stop_training:
+                break
+        cbs.on_train_end(logs)
+        return history
+    finally:
+        trainer.join_compile()
 
 
 def _check_distributed(dp: Any, data: Any, batch_size: int) -> None:

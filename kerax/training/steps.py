@@ -27,7 +27,7 @@ import ctypes
 import functools
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +113,7 @@ class TrainStep:
             self.run = jax.jit(self._run, donate_argnums=(0, 1))
         self._call = jax.jit(self._call_impl, donate_argnums=(0,))
         self._init_metrics = jax.jit(objectives.init)  # one call, not one per metric leaf
+        self._precompiled: set = set()  # the shapes precompile has compiled for
 
     def init_metrics(self) -> dict:
         return self._init_metrics()
@@ -122,17 +123,24 @@ class TrainStep:
             metric_state = jax.tree.map(lambda a: a.sum(0), metric_state)
         return _compute(self.objectives, metric_state)
 
-    def precompile(self, ts: Any, data: Any, table_shape: tuple) -> threading.Thread:
+    def precompile(self, abstract_ts: Callable[[], Any], data: Any, table_shape: tuple) -> threading.Thread | None:
         """Starts compiling ``run`` for in-memory ``data`` and an index table of
-        ``table_shape`` in a thread; ``join`` it before the first ``run``.
+        ``table_shape`` in a thread; ``join`` it before the first ``run`` and before leaving.
+        ``abstract_ts()`` gives the train state's shapes (``jax.eval_shape``).
 
         XLA compiles without holding the GIL, so the train state's, the metrics' and the
         epoch-end programs, compiled meanwhile on this thread, cost the first step nothing
         (2 CPU cores: the first ``fit`` step of W1 in bench/ took about 0.1 s less). The
         result lands in jit's cache: the first ``run`` finds it. A failure is left to that
-        call, which traces again and raises it.
+        call, which traces again and raises it. Returns None, starting nothing, when an
+        earlier call already compiled these shapes (a ``fit`` in a loop).
         """
-        mstate = jax.eval_shape(self.objectives.init)
+        leaves, tree = jax.tree.flatten(data)
+        key = (tuple(table_shape), tree, tuple((a.shape, str(a.dtype)) for a in leaves))
+        if key in self._precompiled:
+            return None
+        self._precompiled.add(key)
+        ts, mstate = abstract_ts(), jax.eval_shape(self.objectives.init)
         idx = (jax.ShapeDtypeStruct(table_shape, np.int32), jax.ShapeDtypeStruct((), np.int32))
 
         def work() -> None:
