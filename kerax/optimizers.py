@@ -213,16 +213,16 @@ class SGD(Optimizer):
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class Adam(Optimizer):
-    """Adam (``optax.adam``); ``amsgrad=True``: ``optax.amsgrad``.
+    """Adam as Keras computes it; ``amsgrad=True``: ``optax.amsgrad``.
 
     Keras adds ``epsilon`` to ``sqrt(v)`` before the bias correction ("epsilon hat"):
     ``w -= lr * sqrt(1 - beta_2**t) / (1 - beta_1**t) * m / (sqrt(v) + epsilon)``, computed
     as written (:func:`_keras_adam`: one division per weight where ``optax.adam`` takes
-    three, 12% of a whole W4 step in bench/). The state is ``optax.adam``'s, and
-    ``hyperparams["eps"]`` holds ``epsilon / sqrt(1 - beta_2**t)``, the ``eps`` that makes
-    ``optax.adam`` equal to Keras. AMSGrad is ``optax.amsgrad``, which keeps the maximum of
-    the bias-corrected ``v``, Keras of the raw ``v`` (corrected with the current step);
-    equal while ``v`` grows.
+    three). The state has ``optax.adam``'s layout, so model files saved before load;
+    ``hyperparams["eps"]`` still holds ``epsilon / sqrt(1 - beta_2**t)`` (the ``eps`` that
+    makes ``optax.adam`` equal to Keras) for that layout, and only AMSGrad reads it.
+    AMSGrad keeps the maximum of the bias-corrected ``v`` (optax), Keras of the raw ``v``
+    corrected with the current step; equal while ``v`` grows.
     """
 
     learning_rate: LearningRate = 0.001
