@@ -218,11 +218,12 @@ class Adam(Optimizer):
     Keras adds ``epsilon`` to ``sqrt(v)`` before the bias correction ("epsilon hat"):
     ``w -= lr * sqrt(1 - beta_2**t) / (1 - beta_1**t) * m / (sqrt(v) + epsilon)``, computed
     as written (:func:`_keras_adam`: one division per weight where ``optax.adam`` takes
-    three). The state has ``optax.adam``'s layout, so model files saved before load;
-    ``hyperparams["eps"]`` still holds ``epsilon / sqrt(1 - beta_2**t)`` (the ``eps`` that
-    makes ``optax.adam`` equal to Keras) for that layout, and only AMSGrad reads it.
-    AMSGrad keeps the maximum of the bias-corrected ``v`` (optax), Keras of the raw ``v``
-    corrected with the current step; equal while ``v`` grows.
+    three); its inner state is ``optax.adam``'s. AMSGrad is ``optax.amsgrad`` with the
+    epsilon scheduled as ``epsilon / sqrt(1 - beta_2**t)`` (``hyperparams["eps"]``), which
+    makes it add epsilon where Keras does; it keeps the maximum of the bias-corrected ``v``,
+    Keras of the raw ``v`` corrected with the current step; equal while ``v`` grows.
+    Only AMSGrad holds that schedule: evaluating it every step cost plain Adam several
+    small GPU kernels per step (see ``docs/performance.md``).
     """
 
     learning_rate: LearningRate = 0.001
@@ -232,6 +233,8 @@ class Adam(Optimizer):
     amsgrad: bool = False
 
     def _epsilon(self):
+        if not self.amsgrad:
+            return None
         eps, beta_2 = self.epsilon, self.beta_2
         return lambda count: eps / jnp.sqrt(1.0 - beta_2 ** (jnp.asarray(count, jnp.float32) + 1.0))
 

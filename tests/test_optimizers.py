@@ -457,11 +457,15 @@ def test_unknown_names():
 
 def test_adam_state_has_optax_adams_layout():
     # Model files hold the optimizer state by its tree paths: Keras's own Adam step keeps
-    # optax.adam's state, so files saved before it load unchanged.
+    # optax.adam's inner state. Only AMSGrad schedules epsilon (a hyperparameter with a
+    # count, updated every step); plain Adam's only hyperparameter is the learning rate.
     params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
     ours = O.Adam(0.01).init(params)
-    ref = optax.inject_hyperparams(optax.adam)(learning_rate=0.01, eps=optax.constant_schedule(1e-7)).init(params)
+    ref = optax.inject_hyperparams(optax.adam)(learning_rate=0.01).init(params)
     assert jax.tree.structure(ours.inner_state) == jax.tree.structure(ref.inner_state)
+    assert set(ours.hyperparams) == {"learning_rate"} and not ours.hyperparams_states
+    ams = O.Adam(0.01, amsgrad=True).init(params)
+    assert set(ams.hyperparams) == {"learning_rate", "eps"} and set(ams.hyperparams_states) == {"eps"}
     updates, state = O.Adam(0.01).update(params, ours, params)
     assert jax.tree.structure(state) == jax.tree.structure(ours)
     assert isinstance(state.inner_state[0], optax.ScaleByAdamState) and int(state.inner_state[0].count) == 1

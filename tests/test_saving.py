@@ -100,6 +100,32 @@ def test_adam_state_round_trip_gives_the_identical_next_step(tmp_path):
     assert loaded.evaluate(x, y, verbose=0, return_dict=True) == model.evaluate(x, y, verbose=0, return_dict=True)
 
 
+def test_adam_file_from_earlier_versions_with_its_epsilon_schedule_loads(tmp_path):
+    # Earlier kerax Adam states held an epsilon schedule (hyperparams['eps'] and its count);
+    # such a file loads, those leaves dropped, and trains on as a current file does.
+    from safetensors.numpy import load as st_load, save as st_save
+
+    x, y = _data()
+    model = _compiled_model()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False, seed=0)
+    save_model(model, tmp_path / "new.kerax")
+    with zipfile.ZipFile(tmp_path / "new.kerax") as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    tensors = st_load(members["optimizer.safetensors"])
+    assert ".hyperparams['eps']" not in tensors
+    tensors[".hyperparams['eps']"] = np.asarray(1e-7 / np.sqrt(1 - 0.999 ** 3), np.float32)
+    tensors[".hyperparams_states['eps'].count"] = np.asarray(2, np.int32)
+    members["optimizer.safetensors"] = st_save(tensors, metadata={"rng_impl": "threefry2x32"})
+    with zipfile.ZipFile(tmp_path / "old.kerax", "w") as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    old, new = load_model(tmp_path / "old.kerax"), load_model(tmp_path / "new.kerax")
+    _same(*(jax.tree.map(np.asarray, (m._ts.step, m._ts.params, m._ts.opt_state)) for m in (old, new)))
+    old.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    new.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    _same(old.get_weights(), new.get_weights())
+
+
 def test_compile_false_and_include_optimizer_false(tmp_path):
     x, y = _data()
     model = _compiled_model()

@@ -17,8 +17,9 @@ import jax
 
 from kerax import errors, mixed_precision
 from kerax.core import naming, specs
+from kerax.core.init_cache import init_child
 from kerax.core.layer import Layer
-from kerax.core.rng import derive
+from kerax.core.rng import derive, derive_many
 from kerax.core.sequential import output_spec, unique
 from kerax.core.symbolic import InputLayer, Node, SymbolicTensor, _leaf
 
@@ -203,13 +204,16 @@ class Graph(Layer):
         params: dict = {}
         state: dict = {}
         initialised: set[str] = set()
+        names = list(dict.fromkeys(self.layer_name(node.layer) for node in self._nodes))
+        keys = derive_many(rng, names)
         for node in self._nodes:
             name = self.layer_name(node.layer)
             args = self._read(env, node.inputs)
             with naming.scope(name, node.layer):
                 if name not in initialised:
                     initialised.add(name)
-                    p, s = node.layer.init(derive(rng, name), args)
+                    key = None if keys is None else keys[names.index(name)]
+                    p, s = init_child(node.layer, key, args)
                     p = mixed_precision.init_cast(node.layer, self.dtype_policy, p)
                     if p:
                         params[name] = p

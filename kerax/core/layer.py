@@ -32,6 +32,7 @@ metaclass), so annotated class attributes are its config::
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import types
 from typing import Any, ClassVar, Iterator
@@ -55,6 +56,18 @@ def aux_losses(state: Any) -> Any:
         for k, v in state.items():
             total = total + (v if k == AUX_LOSS else aux_losses(v))
     return total
+
+
+def config_signature(layer: Any) -> Any:
+    """What two layers with equal behaviour share: class and config but the name, as JSON
+    (every value written out in full); None for a config that JSON cannot hold (such a
+    layer equals no other)."""
+    try:
+        config = dict(layer.get_config())
+        config.pop("name", None)
+        return type(layer), json.dumps(config, sort_keys=True)
+    except (errors.KeraxError, TypeError, ValueError):
+        return None
 
 
 def snake_case(name: str) -> str:

@@ -25,17 +25,15 @@ the stacking inside the step makes compiles slower, not faster: docs/performance
 from __future__ import annotations
 
 import dataclasses
-import zlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from kerax import errors
 from kerax.core import naming
-from kerax.core.layer import Layer
-from kerax.core.rng import derive
+from kerax.core.layer import Layer, config_signature
+from kerax.core.rng import derive_many
 from kerax.core.sequential import Chain
 
 STACK_SUFFIX = "_*"
@@ -131,10 +129,7 @@ def restack(view: Any, like: Any) -> Any:
 def index_keys(rng: jax.Array | None, base: str, n: int) -> jax.Array | None:
     """``derive(rng, f"{base}_{i}")`` for ``i < n``, stacked (the keys an unrolled chain of
     children named ``<base>_0 ..`` would give them); None stays None."""
-    if rng is None:
-        return None
-    data = jnp.asarray(np.array([zlib.crc32(f"{base}_{i}".encode("utf-8")) for i in range(n)], np.uint32))
-    return jax.vmap(lambda d: jax.random.fold_in(rng, d))(data)
+    return derive_many(rng, [f"{base}_{i}" for i in range(n)])
 
 
 def stack_trees(trees: list) -> Any:
@@ -145,16 +140,6 @@ def stack_trees(trees: list) -> Any:
 # -- scanning runs of identical layers in a Sequential ------------------------------------------
 
 
-def _signature(layer: Layer) -> Any:
-    """What must agree for two layers to share one scan: class and config but the name."""
-    try:
-        config = dict(layer.get_config())
-    except (errors.KeraxError, TypeError, ValueError):
-        return None  # a config that cannot be written: never grouped
-    config.pop("name", None)
-    return type(layer), repr(config)
-
-
 def _shapes(tree: Any) -> Any:
     return jax.tree.structure(tree), [(tuple(a.shape), jnp.dtype(a.dtype)) for a in jax.tree.leaves(tree)]
 
@@ -163,7 +148,7 @@ def candidate_runs(chain: Any, min_run: int = 2) -> list[tuple[int, int]]:
     """``(start, stop)`` of runs of ``min_run`` or more consecutive layers of ``chain`` with
     the same class and config (names apart), each listed once in the chain (no sharing)."""
     names = list(chain.names)
-    sigs = [None if names.count(n) > 1 else _signature(layer) for n, layer in zip(names, chain.layers)]
+    sigs = [None if names.count(n) > 1 else config_signature(layer) for n, layer in zip(names, chain.layers)]
     runs, i = [], 0
     while i < len(sigs):
         j = i + 1
@@ -192,7 +177,7 @@ class _ScannedChain(Chain):
         while i < len(layers):
             stop = starts.get(i)
             if stop is not None and mask is None and _run_fits(self, params, state, x, i, stop, training):
-                keys = None if rng is None else jnp.stack([derive(rng, n) for n in names[i:stop]])
+                keys = derive_many(rng, names[i:stop])
                 x = _scan(params, new_state, x, names[i:stop], layers[i], keys, training, extra)
                 i = stop
                 continue

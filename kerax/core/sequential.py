@@ -13,8 +13,9 @@ import jax
 
 from kerax import errors, mixed_precision
 from kerax.core import naming, specs
+from kerax.core.init_cache import init_child
 from kerax.core.layer import Layer
-from kerax.core.rng import derive
+from kerax.core.rng import derive, derive_many
 
 
 def unique(layers: Any) -> list:
@@ -102,10 +103,11 @@ class Chain(Layer):
             raise self._error(type(e), e.message) from None
         params: dict = {}
         state: dict = {}
-        for name, layer in zip(self.names, self.layers):
+        keys = derive_many(rng, self.names)
+        for i, (name, layer) in enumerate(zip(self.names, self.layers)):
             with naming.scope(name, layer):
                 if name not in params and name not in state:
-                    p, s = layer.init(derive(rng, name), x)
+                    p, s = init_child(layer, None if keys is None else keys[i], x)
                     p = mixed_precision.init_cast(layer, self.dtype_policy, p)
                     if p:
                         params[name] = p

@@ -187,6 +187,7 @@ class Model(TrainingMethods, Layer):
         self._build_from(x, seed)
 
     def _build_from(self, x: Any, seed: Any = None) -> None:
+        from kerax.core.init_cache import init_grouped
         from kerax.utils import make_key
 
         key = make_key(seed)
@@ -199,7 +200,7 @@ class Model(TrainingMethods, Layer):
             return p, s
 
         jax.eval_shape(traced, key, spec)
-        params, state = jax.jit(self.init)(key, spec)
+        params, state = jax.jit(lambda k: init_grouped(self.init, k, spec))(key)
         self._weight_order = order
         self._params, self._state = params, state
         if isinstance(spec, jax.ShapeDtypeStruct):

@@ -345,6 +345,11 @@ def _compile_args(path: Any, members: dict) -> tuple[Any, dict]:
     return optimizer, kwargs
 
 
+# Optimizer-state leaves that files from earlier kerax versions hold and current ones do not:
+# Adam's epsilon schedule (now kept by AMSGrad only). Dropped on load; nothing reads them.
+_RETIRED = frozenset({".hyperparams['eps']", ".hyperparams_states['eps'].count"})
+
+
 def _opt_state(path: Any, blob: bytes, optimizer: Any, params_abs: Any, allow_cast: bool) -> tuple:
     import jax.numpy as jnp
 
@@ -359,6 +364,7 @@ def _opt_state(path: Any, blob: bytes, optimizer: Any, params_abs: Any, allow_ca
     rng_shape = (2,) if impl in ("threefry2x32", "raw") else (4,)
     expected["step"] = jax.ShapeDtypeStruct((), jnp.int32)
     expected["rng"] = jax.ShapeDtypeStruct(rng_shape, jnp.uint32)
+    tensors = {k: v for k, v in tensors.items() if k in expected or k not in _RETIRED}
     got = wfile.match_tensors(expected, tensors, where, allow_cast=allow_cast)
     leaves = [jnp.asarray(got[jax.tree_util.keystr(p)]) for p, _ in flat]
     opt_state = jax.tree_util.tree_unflatten(treedef, leaves)

@@ -1,0 +1,112 @@
+"""One workload's steady step time in ONE process: hand-written JAX, kerax pure and kerax ``fit``.
+
+``bench/run.py`` runs every implementation in its own fresh process, which is what a user
+sees, but on a GPU each process autotunes its convolutions on its own and may settle on
+other algorithms: single runs of a short CNN step move by 20-40% between processes. Here
+the three share one process, and so one autotuning cache (the same convolution shapes get
+the same algorithms), and run interleaved over rounds, so that what remains of a
+difference is the programs' and the loops' own.
+
+* ``hand``: ``jax.jit(value_and_grad + Adam)`` over device-resident batches (the floor;
+  ``bench/impls/handwritten.py``).
+* ``pure``: ``kx.make_train_step`` over the same batches.
+* ``fit``: ``model.fit`` on NumPy arrays, ``epochs`` epochs per round, the first epoch of
+  every call left out (its set-up), timed by a callback.
+
+    python bench/step_compare.py W2             # 5 rounds
+    python bench/step_compare.py W1 --rounds 9 --epochs 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import kerax as kx
+
+if __package__ in (None, ""):  # run as a script: the repository root holds the bench package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import workloads as wl
+from bench.impls import _kerax_models
+from bench.impls import handwritten as hw
+
+
+def _timed_epochs(call, carry, feeds: list, epochs: int) -> tuple:
+    """``(carry, [seconds per step of each epoch])`` of ``call`` over ``feeds``."""
+    times = []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        for feed in feeds:
+            carry, loss = call(carry, feed)
+        jax.block_until_ready(loss)
+        times.append((time.perf_counter() - t) / len(feeds))
+    return carry, times
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("workload", nargs="?", default="W2")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=3, help="timed epochs per round and implementation")
+    args = ap.parse_args(argv)
+    w = wl.get(args.workload)
+    weights = wl.make_weights(w)
+    x, y = wl.make_data(w)
+    feeds = [jax.device_put(b) for b in wl.batches(x, y, w.batch)]
+
+    params, apply = hw.model(w, weights)
+    tx = hw.adam()
+    one = hw.one_step(apply, tx)
+    hand_step = jax.jit(lambda c, xb, yb: one(c, (xb, yb)), donate_argnums=0)
+    hand = (params, tx.init(params))
+
+    model = _kerax_models.build(w, weights)
+    ts = kx.TrainState.create(model, model.params, model.state, hw.adam(), rng=jax.random.key(0))
+    pure_step = kx.make_train_step(model, loss=_kerax_models.loss())
+
+    fitted = _kerax_models.build(w, weights)
+    fitted.compile(optimizer=kx.optimizers.Adam(learning_rate=wl.LEARNING_RATE, beta_1=wl.BETA_1,
+                                                beta_2=wl.BETA_2, epsilon=wl.EPSILON),
+                   loss=_kerax_models.loss())
+    timer = _kerax_models.EpochTimer()
+
+    def hand_call(c, f):
+        return hand_step(c, *f)
+
+    def pure_call(c, f):
+        c, logs = pure_step(c, f)
+        return c, logs["loss"]
+
+    def fit_epochs(epochs: int) -> list[float]:
+        timer.times.clear()
+        fitted.fit(x, y, batch_size=w.batch, epochs=epochs + 1, shuffle=False, verbose=0, callbacks=[timer])
+        return [t / len(feeds) for t in timer.times[1:]]
+
+    hand, _ = _timed_epochs(hand_call, hand, feeds, 1)  # compile and warm up
+    ts, _ = _timed_epochs(pure_call, ts, feeds, 1)
+    fit_epochs(1)
+    per = {"hand": [], "pure": [], "fit": []}
+    print(f"{w.name} on {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
+          f"{len(feeds)} steps an epoch, {args.epochs} timed epochs per round", flush=True)
+    for r in range(args.rounds):
+        hand, a = _timed_epochs(hand_call, hand, feeds, args.epochs)
+        ts, b = _timed_epochs(pure_call, ts, feeds, args.epochs)
+        c = fit_epochs(args.epochs)
+        for k, v in zip(per, (a, b, c)):
+            per[k].append(statistics.median(v))
+        print(f"round {r}: " + "  ".join(f"{k} {per[k][-1] * 1e3:.3f} ms" for k in per), flush=True)
+    med = {k: statistics.median(v) for k, v in per.items()}
+    print("median ms/step: " + "  ".join(f"{k} {v * 1e3:.3f} ({min(per[k]) * 1e3:.3f}-{max(per[k]) * 1e3:.3f})"
+                                         for k, v in med.items()))
+    print("ratio to hand: " + "  ".join(f"{k} {v / med['hand']:.3f}" for k, v in med.items()))
+    return med
+
+
+if __name__ == "__main__":
+    main()
