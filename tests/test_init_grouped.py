@@ -138,3 +138,21 @@ def test_build_uses_grouping_and_gives_plain_inits_weights(seed):
     model.build(seed=seed)
     ref = jax.jit(model.init)(jax.random.key(seed), model._declared_specs())
     _same(ref, (model.params, model.state))
+
+
+def test_groups_larger_than_the_byte_bound_draw_in_chunks(monkeypatch):
+    from kerax.core import init_cache
+
+    x = kx.Input((4,))
+    h = x
+    for _ in range(6):
+        h = CountingDense(4)(h)
+    model = kx.Model(x, h)
+    spec = model._declared_specs()
+    plain = jax.jit(model.init)(KEY, spec)
+    # each CountingDense(4): kernel 64 + bias 16 bytes; a 170-byte bound draws two at a time
+    monkeypatch.setattr(init_cache, "GROUP_BYTES", 170)
+    CountingDense.calls = {}
+    grouped = jax.jit(lambda k: init_grouped(model.init, k, spec))(KEY)
+    assert CountingDense.calls == {"plain": 6, "batched": 3}
+    _same(plain, grouped)

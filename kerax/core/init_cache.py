@@ -32,6 +32,9 @@ import jax.numpy as jnp
 
 from kerax.core.layer import config_signature
 
+# Largest stacked draw of one group of equal layers (bytes); a larger group draws in chunks.
+GROUP_BYTES = 1 << 28
+
 # How init_child runs a child's init in the current context (None: directly).
 _RUNNER: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("kerax_init_runner", default=None)
 
@@ -86,10 +89,19 @@ def init_grouped(init: Callable[[Any, Any], Any], rng: Any, x: Any) -> Any:
         if len(members) == 1:
             results[members[0]] = out
             continue
-        stacked = jax.vmap(lambda k, layer=layer, spec=spec: layer.init(k, spec))(
-            jnp.stack([calls[i][2] for i in members]))
-        for j, i in enumerate(members):
-            results[i] = jax.tree.map(lambda a, j=j: a[j], stacked)
+        # The stacked draw lives beside its slices until the program ends: chunks of at
+        # most GROUP_BYTES bound that extra memory for models of large equal layers.
+        per = max(1, sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(out)))
+        size = max(1, GROUP_BYTES // per)
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
+            if len(chunk) == 1:
+                results[chunk[0]] = calls[chunk[0]][4]
+                continue
+            stacked = jax.vmap(lambda k, layer=layer, spec=spec: layer.init(k, spec))(
+                jnp.stack([calls[i][2] for i in chunk]))
+            for j, i in enumerate(chunk):
+                results[i] = jax.tree.map(lambda a, j=j: a[j], stacked)
 
     order = iter(range(len(calls)))
 
