@@ -357,3 +357,22 @@ def test_sigkill_inside_the_writer(tmp_path, point, expect_new):
     out, meta = mgr.restore(_template(tmp_path, mgr.latest_step()))
     assert np.all(np.asarray(out.params["a"]["kernel"]) == float(mgr.latest_step()))
     assert not [e for e in os.listdir(tmp_path) if e.startswith(".")]  # the dead writer's temp dir went
+
+
+def test_checkpoint_with_adams_retired_epsilon_schedule_restores(tmp_path):
+    # Earlier kerax Adam states held an epsilon schedule (hyperparams['eps'] and its count):
+    # such a checkpoint restores into a current Adam train state, those two leaves dropped.
+    from kerax import optimizers
+    from kerax.optimizers import _keras_adam
+
+    old_tx = optax.inject_hyperparams(lambda learning_rate, eps: _keras_adam(learning_rate, 0.9, 0.999, 1e-7))(
+        learning_rate=1e-3, eps=lambda count: 1e-7 / jnp.sqrt(1.0 - 0.999 ** (count + 1.0)))
+    old = _trained(_ts(tx=old_tx))
+    assert "eps" in old.opt_state.hyperparams_states
+    CheckpointManager(tmp_path).save(3, old, {})
+    out, _ = CheckpointManager(tmp_path).restore(_ts(value=0.0, tx=optimizers.Adam(1e-3)))
+    assert set(out.opt_state.hyperparams) == {"learning_rate"}
+    for a, b in zip(jax.tree.leaves((old.step, old.params, old.opt_state.inner_state)),
+                    jax.tree.leaves((out.step, out.params, out.opt_state.inner_state))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(out.opt_state.count) == int(old.opt_state.count) == 3

@@ -156,3 +156,32 @@ def test_groups_larger_than_the_byte_bound_draw_in_chunks(monkeypatch):
     grouped = jax.jit(lambda k: init_grouped(model.init, k, spec))(KEY)
     assert CountingDense.calls == {"plain": 6, "batched": 3}
     _same(plain, grouped)
+
+
+def test_function_layers_are_never_grouped_by_their_function_names():
+    # stax closures are all named init_fun: equal configs, different layers
+    from jax.example_libraries import stax
+
+    x = kx.Input((4,))
+    model = kx.Model(x, [layers.FunctionLayer(*stax.Dense(10))(x), layers.FunctionLayer(*stax.Dense(20))(x)])
+    model.build(seed=0)
+    shapes = sorted(a.shape for a in jax.tree.leaves(model.params) if a.ndim == 2)
+    assert shapes == [(4, 10), (4, 20)]
+
+
+def test_python_scalar_state_and_rbg_keys_build_as_plain_init():
+    class Counter(kx.Layer):
+        def init(self, rng, x):
+            return {}, {"calls": 0}
+
+        def apply(self, params, state, x, *, rng=None, training=False):
+            return x, state
+
+    model = kx.Sequential([kx.Input((3,)), Counter(), Counter()])
+    model.build(seed=0)
+    assert [int(v["calls"]) for v in model.state.values()] == [0, 0]
+    # vmap over rbg keys does not draw what each key draws alone: no grouping there
+    stack = _residual_stack(3)
+    key = jax.random.key(1, impl="rbg")
+    stack.build(seed=key)
+    _same(jax.jit(stack.init)(key, stack._declared_specs()), (stack.params, stack.state))

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import jax
 import jax.extend
 import jax.numpy as jnp
+import numpy as np
 
 from kerax.core.layer import config_signature
 
@@ -74,6 +75,8 @@ def init_grouped(init: Callable[[Any, Any], Any], rng: Any, x: Any) -> Any:
             calls[i] = (_signature(layer, key, spec), layer, key, spec, out)
         return out
 
+    if not _vmap_invariant(rng):
+        return init(rng, x)
     with _running(record):
         first = init(rng, x)
 
@@ -91,7 +94,7 @@ def init_grouped(init: Callable[[Any, Any], Any], rng: Any, x: Any) -> Any:
             continue
         # The stacked draw lives beside its slices until the program ends: chunks of at
         # most GROUP_BYTES bound that extra memory for models of large equal layers.
-        per = max(1, sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(out)))
+        per = max(1, sum(np.size(a) * jnp.dtype(jnp.result_type(a)).itemsize for a in jax.tree.leaves(out)))
         size = max(1, GROUP_BYTES // per)
         for start in range(0, len(members), size):
             chunk = members[start:start + size]
@@ -113,6 +116,19 @@ def init_grouped(init: Callable[[Any, Any], Any], rng: Any, x: Any) -> Any:
 
     with _running(replay):
         return init(rng, x)
+
+
+def _vmap_invariant(rng: Any) -> bool:
+    """Whether ``vmap`` over keys of ``rng``'s kind draws what each key draws alone: true
+    for threefry, not for ``rbg`` / ``unsafe_rbg`` (those are left ungrouped)."""
+    if rng is None:
+        return False
+    try:
+        impl = jax.random.key_impl(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) \
+            else jax.config.jax_default_prng_impl
+    except (AttributeError, TypeError):
+        return False
+    return "threefry" in str(impl)
 
 
 def _trace_state() -> Any:

@@ -60,8 +60,11 @@ def aux_losses(state: Any) -> Any:
 
 def config_signature(layer: Any) -> Any:
     """What two layers with equal behaviour share: class and config but the name, as JSON
-    (every value written out in full); None for a config that JSON cannot hold (such a
-    layer equals no other)."""
+    (every value written out in full); None for a config that JSON cannot hold, or a
+    class whose config does not capture its behaviour (``config_is_behaviour = False``:
+    functions named by ``__name__`` only); such a layer equals no other."""
+    if not getattr(type(layer), "config_is_behaviour", True):
+        return None
     try:
         config = dict(layer.get_config())
         config.pop("name", None)
@@ -104,6 +107,10 @@ class Layer:
     # mask; ``propagates_mask`` layers hand their input's mask on unchanged.
     uses_mask: ClassVar[bool] = False
     propagates_mask: ClassVar[bool] = False
+
+    # Whether equal configs mean equal behaviour (False where the config names Python
+    # functions only by name): grouped weight creation and scan_layers rely on it.
+    config_is_behaviour: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -157,6 +157,8 @@ class Lambda(Layer):
     Example: ``layers.Lambda(lambda x: x / 255.0)``.
     """
 
+    config_is_behaviour: ClassVar[bool] = False  # functions appear by name only
+
     function: Callable[[Any], Any] = None
 
     def __post_init__(self) -> None:
@@ -204,6 +206,8 @@ class FunctionLayer(Layer):
     ``jax.example_libraries.stax`` defines them, so ``FunctionLayer(*stax.Dense(10))``
     works. Not serializable by name: loading needs ``custom_objects``.
     """
+
+    config_is_behaviour: ClassVar[bool] = False  # functions appear by name only
 
     init_fn: Callable = None
     apply_fn: Callable = None

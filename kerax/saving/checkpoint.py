@@ -367,6 +367,7 @@ class CheckpointManager:
         except (SafetensorError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise errors.CorruptFileError(f"{where}: unreadable checkpoint ({e})") from None
         flat, structures, impl = _flatten(template)
+        manifest = _without_retired(manifest, flat, structures)
         specs = manifest["tensors"]
         _check_compatible(where, flat, structures, impl, manifest)
         restored = {}
@@ -392,6 +393,21 @@ class CheckpointManager:
                 value = jax.random.wrap_key_data(value, impl=impl)
             fields[field] = value
         return template.replace(**fields), manifest["metadata"]
+
+
+# Optimizer-state leaves that checkpoints of earlier kerax versions hold and current train
+# states do not: Adam's epsilon schedule (now kept by AMSGrad only). Nothing reads them.
+RETIRED = frozenset({"opt_state/hyperparams/eps", "opt_state/hyperparams_states/eps/count"})
+
+
+def _without_retired(manifest: dict, flat: dict, structures: dict) -> dict:
+    """``manifest`` less the retired leaves the template lacks (and, when it had any, with
+    the template's ``opt_state`` structure: the old one listed them)."""
+    stale = {k for k in manifest["tensors"] if k in RETIRED and k not in flat}
+    if not stale:
+        return manifest
+    return {**manifest, "tensors": {k: v for k, v in manifest["tensors"].items() if k not in stale},
+            "structures": {**manifest.get("structures", {}), "opt_state": structures["opt_state"]}}
 
 
 def _check_compatible(where: Path, flat: dict, structures: dict, impl: str | None, manifest: dict) -> None:
