@@ -17,7 +17,7 @@ import jax
 
 from kerax import errors, mixed_precision
 from kerax.core import naming, specs
-from kerax.core.init_cache import init_child
+from kerax.core.grouped_init import init_child
 from kerax.core.layer import Layer
 from kerax.core.rng import derive, derive_many
 from kerax.core.sequential import output_spec, unique
@@ -206,13 +206,14 @@ class Graph(Layer):
         initialised: set[str] = set()
         names = list(dict.fromkeys(self.layer_name(node.layer) for node in self._nodes))
         keys = derive_many(rng, names)
+        index = {name: i for i, name in enumerate(names)}
         for node in self._nodes:
             name = self.layer_name(node.layer)
             args = self._read(env, node.inputs)
             with naming.scope(name, node.layer):
                 if name not in initialised:
                     initialised.add(name)
-                    key = None if keys is None else keys[names.index(name)]
+                    key = None if keys is None else keys[index[name]]
                     p, s = init_child(node.layer, key, args)
                     p = mixed_precision.init_cast(node.layer, self.dtype_policy, p)
                     if p:

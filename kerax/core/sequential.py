@@ -13,7 +13,7 @@ import jax
 
 from kerax import errors, mixed_precision
 from kerax.core import naming, specs
-from kerax.core.init_cache import init_child
+from kerax.core.grouped_init import init_child
 from kerax.core.layer import Layer
 from kerax.core.rng import derive, derive_many
 

@@ -187,7 +187,7 @@ class Model(TrainingMethods, Layer):
         self._build_from(x, seed)
 
     def _build_from(self, x: Any, seed: Any = None) -> None:
-        from kerax.core.init_cache import init_grouped
+        from kerax.core.grouped_init import init_grouped
         from kerax.utils import make_key
 
         key = make_key(seed)

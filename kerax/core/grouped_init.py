@@ -15,9 +15,10 @@ each copy anew (W5/W6 in ``bench/``: seconds on a CPU, tens of seconds on a GPU)
    policy) the same trees as before. Without two leaves alike, the first walk's result
    is the result.
 
-The first walk's results of grouped leaves are unused and XLA drops them. The values are those of
-``init(rng, x)`` (``vmap`` over keys gives what each key alone gives), and compile time
-grows with the number of *distinct* layers, not with depth.
+The first walk's results of grouped leaves are unused and XLA drops them. The values are
+those of ``init(rng, x)`` (``vmap`` over threefry keys gives what each key alone gives; other
+key kinds are not grouped), and compile time grows with the number of *distinct* layers,
+not with depth.
 """
 
 from __future__ import annotations

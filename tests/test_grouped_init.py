@@ -1,4 +1,4 @@
-"""Grouped weight creation (kerax.core.init_cache): equal leaf layers initialized by one vmap.
+"""Grouped weight creation (kerax.core.grouped_init): equal leaf layers initialized by one vmap.
 
 Reference: the model's own ``init`` traced plainly (one call per layer, each with its own
 key), and ``derive`` one name at a time."""
@@ -14,7 +14,7 @@ import pytest
 
 import kerax as kx
 from kerax import layers
-from kerax.core.init_cache import init_grouped
+from kerax.core.grouped_init import init_grouped
 from kerax.core.rng import derive, derive_many
 
 KEY = jax.random.key(3)
@@ -141,7 +141,7 @@ def test_build_uses_grouping_and_gives_plain_inits_weights(seed):
 
 
 def test_groups_larger_than_the_byte_bound_draw_in_chunks(monkeypatch):
-    from kerax.core import init_cache
+    from kerax.core import grouped_init
 
     x = kx.Input((4,))
     h = x
@@ -151,7 +151,7 @@ def test_groups_larger_than_the_byte_bound_draw_in_chunks(monkeypatch):
     spec = model._declared_specs()
     plain = jax.jit(model.init)(KEY, spec)
     # each CountingDense(4): kernel 64 + bias 16 bytes; a 170-byte bound draws two at a time
-    monkeypatch.setattr(init_cache, "GROUP_BYTES", 170)
+    monkeypatch.setattr(grouped_init, "GROUP_BYTES", 170)
     CountingDense.calls = {}
     grouped = jax.jit(lambda k: init_grouped(model.init, k, spec))(KEY)
     assert CountingDense.calls == {"plain": 6, "batched": 3}
