@@ -103,11 +103,36 @@ class LossScaleOptimizer:
         return updates, LossScaleState(scale, jnp.where(grow, 0, good).astype(jnp.int32), inner)
 
     def get_config(self) -> dict:
+        """The constructor arguments, the inner optimizer as its ``{"class_name", "config"}``.
+
+        Raises:
+          ConfigError: the inner optimizer is a raw optax transformation (it has no config).
+        """
         from kerax import optimizers
 
         return {"inner_optimizer": optimizers.serialize(self.inner_optimizer),
                 "initial_scale": self.initial_scale,
                 "dynamic_growth_steps": self.dynamic_growth_steps}
+
+    @classmethod
+    def from_config(cls, config: Any) -> "LossScaleOptimizer":
+        """Builds the wrapper from ``get_config()`` output or Keras 3's config (its ``name``
+        is dropped).
+
+        Raises:
+          ConfigError: not a dict, no ``inner_optimizer``, or unknown keys.
+        """
+        if not isinstance(config, dict) or "inner_optimizer" not in config:
+            raise errors.ConfigError("LossScaleOptimizer.from_config expected a dict with an "
+                                     f"inner_optimizer; received config={config!r}")
+        config = dict(config)
+        config.pop("name", None)
+        valid = ("inner_optimizer", "initial_scale", "dynamic_growth_steps")
+        unknown = sorted(set(config) - set(valid))
+        if unknown:
+            raise errors.ConfigError(f"LossScaleOptimizer expected config keys among {list(valid)}; "
+                                     f"received unknown key(s) {unknown}")
+        return cls(**config)
 
     def __repr__(self) -> str:
         return (f"LossScaleOptimizer({self.inner_optimizer!r}, initial_scale={self.initial_scale}, "

@@ -413,6 +413,8 @@ def get(identifier: Any) -> Any:
         if extra or not isinstance(identifier.get("class_name"), str):
             raise errors.ConfigError("Expected an optimizer config {'class_name': str, "
                                      f"'config': dict}}; received {dict(identifier)!r}.")
+        if identifier["class_name"] == "LossScaleOptimizer":
+            return LossScaleOptimizer.from_config(identifier.get("config") or {})
         return _lookup(identifier["class_name"]).from_config(identifier.get("config") or {})
     if hasattr(identifier, "init") and hasattr(identifier, "update"):
         return identifier
@@ -430,18 +432,27 @@ def _lookup(name: str) -> type[Optimizer]:
 
 
 def serialize(optimizer: Any) -> dict[str, Any]:
-    """Returns ``{"class_name": "Adam", "config": {...}}``, which ``get`` rebuilds.
+    """Returns ``{"class_name": "Adam", "config": {...}}``, which ``get`` rebuilds (a
+    ``LossScaleOptimizer`` too, holding its inner optimizer's).
 
     Raises:
       ConfigError: ``optimizer`` is a raw optax transformation (it has no config), or its
         learning rate is a plain callable.
     """
     optimizer = get(optimizer)
-    if isinstance(optimizer, Optimizer):
+    if isinstance(optimizer, (Optimizer, LossScaleOptimizer)):
         return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
     raise errors.ConfigError(
         f"Cannot serialize optimizer={optimizer!r}: a raw optax transformation has no config. "
         f"Use a kerax optimizer ({', '.join(names())}) to save it.")
+
+
+def has_config(optimizer: Any) -> bool:
+    """Whether ``serialize`` can write ``optimizer``: a kerax optimizer, or a
+    ``LossScaleOptimizer`` around one (not a raw optax transformation)."""
+    if isinstance(optimizer, LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    return isinstance(optimizer, Optimizer)
 
 
 def _lr_states(opt_state: Any) -> list[Any]:

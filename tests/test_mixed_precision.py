@@ -434,3 +434,43 @@ def test_loss_scale_optimizer_argument_errors():
         LossScaleOptimizer("sgd", growth_interval=0)
     with pytest.raises(errors.ConfigError, match=r"inner_optimizer is already a LossScaleOptimizer"):
         LossScaleOptimizer(LossScaleOptimizer("sgd"))
+
+
+# -- saving a LossScaleOptimizer ----------------------------------------------------------------
+
+
+def test_loss_scale_optimizer_config_round_trips_and_reads_keras_config():
+    opt = LossScaleOptimizer(kx.optimizers.Adam(2e-3), initial_scale=1024.0, dynamic_growth_steps=7)
+    again = kx.optimizers.get(kx.optimizers.serialize(opt))
+    assert again == opt and isinstance(again.inner_optimizer, kx.optimizers.Adam)
+    keras = pytest.importorskip("keras")
+    kopt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.25, momentum=0.5), initial_scale=64.0,
+                                               dynamic_growth_steps=11)
+    mine = kx.optimizers.get(keras.saving.serialize_keras_object(kopt))
+    assert (mine.initial_scale, mine.dynamic_growth_steps) == (64.0, 11)
+    assert mine.inner_optimizer == kx.optimizers.SGD(0.25, momentum=0.5)
+    with pytest.raises(errors.ConfigError, match=r"unknown key\(s\) \['scale'\]"):
+        kx.optimizers.get({"class_name": "LossScaleOptimizer", "config": {"inner_optimizer": "sgd", "scale": 2.0}})
+    with pytest.raises(errors.ConfigError, match="has no config"):
+        kx.optimizers.serialize(LossScaleOptimizer(optax.sgd(0.1)))
+
+
+def test_a_mixed_float16_model_file_keeps_its_loss_scale_and_resumes_identically(tmp_path):
+    x, y = np.random.default_rng(3).normal(size=(2, 32, 3)).astype(np.float32)
+    model = kx.Sequential([kx.Input((3,)), layers.Dense(4, activation="relu"), layers.Dense(3)],
+                          dtype_policy="mixed_float16")
+    model.compile(LossScaleOptimizer("adam", initial_scale=2.0**20, dynamic_growth_steps=3), "mse")
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, seed=0)  # overflows, halves, then grows
+    saved = model._ts.opt_state
+    assert float(saved.scale) < 2.0**20  # a state a fresh optimizer would not have
+    model.save(tmp_path / "m.kerax")
+    loaded = kx.load_model(tmp_path / "m.kerax")
+    opt = loaded.optimizer.transformation
+    assert isinstance(opt, LossScaleOptimizer) and (opt.initial_scale, opt.dynamic_growth_steps) == (2.0**20, 3)
+    for a, b in zip(jax.tree.leaves(loaded._ts.opt_state), jax.tree.leaves(saved)):
+        np.testing.assert_array_equal(a, b)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, seed=1)
+    loaded.fit(x, y, epochs=1, batch_size=8, verbose=0, seed=1)
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert float(loaded._ts.opt_state.scale) == float(model._ts.opt_state.scale)

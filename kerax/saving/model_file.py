@@ -109,7 +109,7 @@ def _optimizer_members(model: Any) -> dict[str, bytes]:
     from kerax import optimizers
 
     compiled = model._compiled
-    if not isinstance(compiled.optimizer, optimizers.Optimizer):
+    if not optimizers.has_config(compiled.optimizer):
         warnings.warn("save_model: the optimizer is not a kerax optimizer (no config); the file "
                       "holds no compile arguments or optimizer state", stacklevel=3)
         return {}

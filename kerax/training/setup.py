@@ -45,7 +45,7 @@ class CompileConfig:
         ser = lambda l: None if l is None else (losses.serialize(losses.get(l)) if not isinstance(l, (list, dict)) else l)
         opt = self.optimizer
         return {
-            "optimizer": optimizers.serialize(opt) if isinstance(opt, optimizers.Optimizer) else None,
+            "optimizer": optimizers.serialize(opt) if optimizers.has_config(opt) else None,
             "loss": ser(self.loss) if not isinstance(self.loss, (list, dict)) else self.loss,
             "metrics": self.metrics,
             "loss_weights": self.loss_weights,
