@@ -87,6 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle-sample", type=float, default=0.5, help="CPU busy sampling interval, s")
     p.add_argument("--timeout", type=float, default=900.0, help="longest single run, s")
     p.add_argument("--budget-s", type=float, default=None, help="start no new run after this many seconds")
+    p.add_argument("--from-json", default=None, metavar="PATH",
+                   help="measure nothing: report the runs saved in PATH by --json (the tables as this version "
+                        "of the report writes them)")
     args = p.parse_args(argv)
     args.workload_list = _names(args.workloads, workloads.WORKLOADS, "workloads")
     args.impl_list = _names(args.impls, impls.IMPLS, "implementations")
@@ -155,10 +158,17 @@ def _measure(args: argparse.Namespace, info: dict) -> tuple[list[dict], list[str
 
 
 def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
-    info = machine.describe()
-    if argv is not None:
-        info["command"] = "python bench/run.py " + " ".join(argv)
-    runs, notes = _measure(args, info)
+    if args.from_json:  # the saved run's own plan and machine, not this command line's
+        saved = json.loads(Path(args.from_json).read_text())
+        info, runs, notes = saved["machine"], saved["runs"], saved["notes"]
+        args.rounds, args.quick = saved["rounds"], saved["quick"]
+        args.workload_list, args.impl_list = saved["workloads"], saved["impls"]
+        args.json = None if args.json == args.from_json else args.json
+    else:
+        info = machine.describe()
+        if argv is not None:
+            info["command"] = "python bench/run.py " + " ".join(argv)
+        runs, notes = _measure(args, info)
     summary, agree = report.summarize(runs), report.agreement(runs)
     device = next((r["device"] for r in runs if "device" in r), None)
     text = "\n".join([report.header(info, args.rounds, device),

@@ -214,6 +214,26 @@ def test_summary_ratios_are_ratios_of_medians():
     assert table["handwritten"]["step_ratio"] == 1.0
 
 
+def test_per_round_ratios_pair_each_run_with_the_reference_run_of_its_round():
+    def run(impl, rnd, step, first):
+        r = _fake(impl, [1.0])
+        r.update(round=rnd, first_step_s=first, step_s={"median": step, "min": step, "max": step, "samples": [step] * 4})
+        return r
+
+    # A slow spell (2x) over rounds 1 and 2 that hits kerax_fit's run but not handwritten's
+    # in round 1: pooled medians read 2.0 / 1.0; per round the ratios are 0.9, 1.8, 0.95, 0.9.
+    runs = [run("handwritten", 0, 1.0, 1.0), run("handwritten", 1, 1.0, 1.0), run("handwritten", 2, 2.0, 2.0),
+            run("handwritten", 3, 1.0, 1.0),
+            run("kerax_fit", 0, 0.9, 0.8), run("kerax_fit", 1, 1.8, 1.6), run("kerax_fit", 2, 1.9, 1.6),
+            run("kerax_fit", 3, 0.9, 0.8), run("kerax_fit", 4, 5.0, 5.0)]  # round 4: no reference, left out
+    fit = report.summarize(runs)["W1"]["kerax_fit"]
+    assert fit["step_ratio"] == pytest.approx(1.8 / 1.0)
+    assert fit["step_ratio_paired"] == pytest.approx({"median": 0.925, "min": 0.9, "max": 1.8})
+    assert fit["first_step_ratio_paired"] == pytest.approx({"median": 0.8, "min": 0.8, "max": 1.6})
+    text = report.tables(report.summarize(runs), {}, ["handwritten", "kerax_fit"], ["W1"])
+    assert "| 1.80 | 0.93 (0.90–1.80) |" in text and "| 1.00 (1.00–1.00) |" in text
+
+
 def test_unknown_names_are_refused_with_the_known_ones():
     with pytest.raises(KeyError, match=r"unknown workload 'W9'; expected one of \['W1'"):
         workloads.get("W9")

@@ -372,7 +372,7 @@ def fit(model: Any, members: Any, hyperparams: Any, x: Any, y: Any, batch_size: 
                 cbs.on_train_batch_begin(batch, None)
             ens.ts, mstate, token = estep.run(ens.ts, mstate, device_data, idx)
             pending.append(token)
-            if len(pending) >= in_flight_depth(resident=True):
+            if len(pending) >= in_flight_depth():
                 pending.pop(0).block_until_ready()
             if batch_logs:
                 cbs.on_train_batch_end(batch, host_logs(estep.compute(mstate)))

@@ -2,9 +2,9 @@
 
 Per execution (``steps_per_execution`` optimizer steps) the loop sends only the batch
 indices (in-memory data lives on the device) or the next batches (iterables), and keeps a
-bounded number of executions in flight (:func:`in_flight_depth`): it waits for an older
-one's small token before going on, which bounds the batches sent ahead and keeps simulated
-CPU devices from stalling in collectives. Metrics stay on
+bounded number of executions in flight (:func:`in_flight_depth`: 2 on CPU, 8 on
+accelerators): it waits for an older one's small token before going on, which also keeps
+simulated CPU devices from stalling in collectives. Metrics stay on
 the device; they are copied to the host only when the progress bar refreshes, when a
 callback asks for per-batch logs, and at the end of each epoch.
 """
@@ -33,18 +33,12 @@ def _copy(tree: Any) -> Any:
     return copy_tree(tree)
 
 
-def in_flight_depth(resident: bool = False) -> int:
-    """How many executions ``fit`` lets queue up.
-
-    ``resident``: the data already lives on the device and each execution only reads its
-    indices there, so queueing costs next to no memory: 64, so that Python dispatches a
-    short epoch in one go and then sleeps instead of waking per step to wait (on 2 CPU
-    cores, where the waking thread competes with XLA's, that measured 1-4% of a W1 / W4
-    step in bench/). Otherwise every queued execution holds its batches: 2 on CPU (simulated
-    devices must not stall each other in collectives), 8 on accelerators, where a short
-    step would otherwise leave the device idle while Python dispatches the next one."""
-    if resident:
-        return 64
+def in_flight_depth() -> int:
+    """How many executions ``fit`` lets queue up: 2 on CPU (simulated devices must not
+    stall each other in collectives, and XLA:CPU gains little from a deeper queue: 64
+    queued W1 steps over device-resident data measured 1-2% faster, within this 2-core
+    machine's noise, and raised the peak RSS by about 25 MB), 8 on accelerators, where a
+    short step would otherwise leave the device idle while Python dispatches the next one."""
     return 2 if jax.default_backend() == "cpu" else 8
 
 
@@ -92,7 +86,7 @@ class _Trainer:
         self.batch_logs = callbacks.wants("on_train_batch_end")
         self.batch_begin = callbacks.wants("on_train_batch_begin")
         self.pending: collections.deque = collections.deque()
-        self.depth = in_flight_depth()  # set per epoch from its source
+        self.depth = in_flight_depth()
         self.compiling: Any = None  # the thread compiling the first execution (TrainStep.precompile)
 
     def execute(self, mstate: dict, data: Any, idx: Any, k: int, mask: Any = None) -> dict:
@@ -144,7 +138,6 @@ class _Trainer:
     def epoch(self, epoch: int, epochs: int, source: Any, steps: int | None, batch_size: int,
               shuffle: bool, seed: int) -> tuple[dict, bool]:
         mstate = self.step.init_metrics()
-        self.depth = in_flight_depth(resident=isinstance(source, tuple))
         self.ts = self.model._ts if self.dp is None else self.dp.replicate(self.model._ts)
         self.version = self.model._weights_version
         if self.dp is not None:
