@@ -413,9 +413,9 @@ def get(identifier: Any) -> Any:
         if extra or not isinstance(identifier.get("class_name"), str):
             raise errors.ConfigError("Expected an optimizer config {'class_name': str, "
                                      f"'config': dict}}; received {dict(identifier)!r}.")
-        if identifier["class_name"] == "LossScaleOptimizer":
-            return LossScaleOptimizer.from_config(identifier.get("config") or {})
-        return _lookup(identifier["class_name"]).from_config(identifier.get("config") or {})
+        name = identifier["class_name"]
+        cls = LossScaleOptimizer if name == "LossScaleOptimizer" else _lookup(name)
+        return cls.from_config(identifier.get("config") or {})
     if hasattr(identifier, "init") and hasattr(identifier, "update"):
         return identifier
     raise errors.ConfigError(
@@ -432,8 +432,7 @@ def _lookup(name: str) -> type[Optimizer]:
 
 
 def serialize(optimizer: Any) -> dict[str, Any]:
-    """Returns ``{"class_name": "Adam", "config": {...}}``, which ``get`` rebuilds (a
-    ``LossScaleOptimizer`` too, holding its inner optimizer's).
+    """Returns ``{"class_name": "Adam", "config": {...}}`` (or a LossScaleOptimizer's), which ``get`` rebuilds.
 
     Raises:
       ConfigError: ``optimizer`` is a raw optax transformation (it has no config), or its
@@ -448,11 +447,9 @@ def serialize(optimizer: Any) -> dict[str, Any]:
 
 
 def has_config(optimizer: Any) -> bool:
-    """Whether ``serialize`` can write ``optimizer``: a kerax optimizer, or a
-    ``LossScaleOptimizer`` around one (not a raw optax transformation)."""
-    if isinstance(optimizer, LossScaleOptimizer):
-        optimizer = optimizer.inner_optimizer
-    return isinstance(optimizer, Optimizer)
+    """Whether ``serialize`` can write ``optimizer``: a kerax optimizer, bare or in a ``LossScaleOptimizer``."""
+    inner = optimizer.inner_optimizer if isinstance(optimizer, LossScaleOptimizer) else optimizer
+    return isinstance(inner, Optimizer)
 
 
 def _lr_states(opt_state: Any) -> list[Any]:
