@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 import kerax as kx
 
@@ -34,19 +32,8 @@ if __package__ in (None, ""):  # run as a script: the repository root holds the 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import workloads as wl
 from bench.impls import _kerax_models
+from bench.impls._common import timed_epochs
 from bench.impls import handwritten as hw
-
-
-def _timed_epochs(call, carry, feeds: list, epochs: int) -> tuple:
-    """``(carry, [seconds per step of each epoch])`` of ``call`` over ``feeds``."""
-    times = []
-    for _ in range(epochs):
-        t = time.perf_counter()
-        for feed in feeds:
-            carry, loss = call(carry, feed)
-        jax.block_until_ready(loss)
-        times.append((time.perf_counter() - t) / len(feeds))
-    return carry, times
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -88,15 +75,15 @@ def main(argv: list[str] | None = None) -> dict:
         fitted.fit(x, y, batch_size=w.batch, epochs=epochs + 1, shuffle=False, verbose=0, callbacks=[timer])
         return [t / len(feeds) for t in timer.times[1:]]
 
-    hand, _ = _timed_epochs(hand_call, hand, feeds, 1)  # compile and warm up
-    ts, _ = _timed_epochs(pure_call, ts, feeds, 1)
+    hand, _ = timed_epochs(hand_call, hand, feeds, 1)  # compile and warm up
+    ts, _ = timed_epochs(pure_call, ts, feeds, 1)
     fit_epochs(1)
     per = {"hand": [], "pure": [], "fit": []}
     print(f"{w.name} on {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}, "
           f"{len(feeds)} steps an epoch, {args.epochs} timed epochs per round", flush=True)
     for r in range(args.rounds):
-        hand, a = _timed_epochs(hand_call, hand, feeds, args.epochs)
-        ts, b = _timed_epochs(pure_call, ts, feeds, args.epochs)
+        hand, a = timed_epochs(hand_call, hand, feeds, args.epochs)
+        ts, b = timed_epochs(pure_call, ts, feeds, args.epochs)
         c = fit_epochs(args.epochs)
         for k, v in zip(per, (a, b, c)):
             per[k].append(statistics.median(v))

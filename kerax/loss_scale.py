@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -122,7 +122,7 @@ class LossScaleOptimizer:
         Raises:
           ConfigError: not a dict, no ``inner_optimizer``, or unknown keys.
         """
-        if not isinstance(config, dict) or "inner_optimizer" not in config:
+        if not isinstance(config, Mapping) or "inner_optimizer" not in config:
             raise errors.ConfigError("LossScaleOptimizer.from_config expected a dict with an "
                                      f"inner_optimizer; received config={config!r}")
         config = dict(config)

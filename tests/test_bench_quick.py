@@ -205,6 +205,22 @@ def test_runner_exits_non_zero_when_quick_losses_disagree(monkeypatch, capsys):
     assert "| kerax_pure |" in captured.out and "**NO** (dev 4.5e-03)" in captured.out
 
 
+def test_from_json_reports_a_saved_run_without_measuring(monkeypatch, tmp_path):
+    fakes = {"handwritten": _fake("handwritten", [2.3, 2.2]), "kerax_pure": _fake("kerax_pure", [2.3, 2.2001])}
+    monkeypatch.setattr(run, "_inprocess_run", lambda impl, w, args: dict(fakes[impl]))
+    saved, first, again = tmp_path / "run.json", tmp_path / "first.md", tmp_path / "again.md"
+    assert run.main(["--quick", "--inprocess", "--workloads", "W1", "--impls", "handwritten,kerax_pure",
+                     "--json", str(saved), "--markdown", str(first)]) == 0
+
+    def no_run(*a):
+        raise AssertionError("--from-json must not measure")
+
+    monkeypatch.setattr(run, "_inprocess_run", no_run)
+    assert run.main(["--from-json", str(saved), "--markdown", str(again), "--impls", "handwritten"]) == 0
+    assert again.read_text() == first.read_text()  # the saved run's plan, not this command line's
+    assert "| kerax_pure |" in again.read_text()
+
+
 def test_summary_ratios_are_ratios_of_medians():
     runs = [_fake("handwritten", [1.0]), _fake("kerax_fit", [1.0])]
     runs[1]["step_s"] = {"median": 3e-3, "min": 2e-3, "max": 5e-3, "samples": [2e-3, 3e-3, 5e-3]}

@@ -453,6 +453,8 @@ def test_loss_scale_optimizer_config_round_trips_and_reads_keras_config():
         kx.optimizers.get({"class_name": "LossScaleOptimizer", "config": {"inner_optimizer": "sgd", "scale": 2.0}})
     with pytest.raises(errors.ConfigError, match="has no config"):
         kx.optimizers.serialize(LossScaleOptimizer(optax.sgd(0.1)))
+    with pytest.raises(errors.ConfigError, match="expected a dict with an inner_optimizer; received config=\\{'initial_scale': 2.0\\}"):
+        kx.optimizers.get({"class_name": "LossScaleOptimizer", "config": {"initial_scale": 2.0}})
 
 
 def test_a_mixed_float16_model_file_keeps_its_loss_scale_and_resumes_identically(tmp_path):

@@ -155,6 +155,10 @@ def test_raw_optax_optimizer_warns_and_saves_without_it(tmp_path):
     with pytest.warns(UserWarning, match="not a kerax optimizer"):
         save_model(model, tmp_path / "m.kerax")
     assert not load_model(tmp_path / "m.kerax").compiled
+    model.compile(kx.optimizers.LossScaleOptimizer(optax.sgd(0.1)), "mse")  # no config inside either
+    with pytest.warns(UserWarning, match="inside a LossScaleOptimizer"):
+        save_model(model, tmp_path / "m2.kerax")
+    assert not load_model(tmp_path / "m2.kerax").compiled
 
 
 def _save(model, path):

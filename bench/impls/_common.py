@@ -50,6 +50,25 @@ def require_peer_support(w: Any) -> None:
         raise Unsupported(f"{w.name} is written for kerax and hand-written JAX only")
 
 
+def timed_epochs(call: Call, carry: Any, feeds: list, epochs: int, steps_per_call: int = 1,
+                 losses: list | None = None) -> tuple[Any, list[float]]:
+    """``(carry, seconds per step of each epoch)``: ``epochs`` passes of ``call`` over
+    ``feeds``, each timed up to its last loss being ready; the losses, still on the
+    device, are appended to ``losses`` when given."""
+    import jax
+
+    times = []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        for feed in feeds:
+            carry, loss = call(carry, feed)
+            if losses is not None:
+                losses.append(loss)
+        jax.block_until_ready(loss)
+        times.append((time.perf_counter() - t) / (len(feeds) * steps_per_call))
+    return carry, times
+
+
 def loop_run(call: Call, carry: Any, feeds: list, epochs: int, started: float, steps_per_call: int = 1) -> dict:
     """Runs one warm-up epoch and ``epochs`` timed epochs of ``call`` over ``feeds``.
 
@@ -73,14 +92,7 @@ def loop_run(call: Call, carry: Any, feeds: list, epochs: int, started: float, s
         losses.append(loss)
     block(loss)
     steps = len(feeds) * steps_per_call
-    times = []
-    for _ in range(epochs):
-        t = time.perf_counter()
-        for feed in feeds:
-            carry, loss = call(carry, feed)
-            losses.append(loss)
-        block(loss)
-        times.append((time.perf_counter() - t) / steps)
+    carry, times = timed_epochs(call, carry, feeds, epochs, steps_per_call, losses)
     per_step = np.concatenate([np.atleast_1d(np.asarray(v, np.float64)) for v in losses])
     return {"setup_s": setup, "first_step_s": first, "step_times_s": times,
             "epoch_losses": per_step.reshape(epochs + 1, steps).mean(axis=1).tolist(),

@@ -110,8 +110,9 @@ def _optimizer_members(model: Any) -> dict[str, bytes]:
 
     compiled = model._compiled
     if not optimizers.has_config(compiled.optimizer):
-        warnings.warn("save_model: the optimizer is not a kerax optimizer (no config); the file "
-                      "holds no compile arguments or optimizer state", stacklevel=3)
+        warnings.warn("save_model: the optimizer is not a kerax optimizer (a raw optax transformation, alone "
+                      "or inside a LossScaleOptimizer, has no config); the file holds no compile arguments or "
+                      "optimizer state", stacklevel=3)
         return {}
     try:
         conf = compiled.to_config()
