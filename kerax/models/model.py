@@ -186,8 +186,15 @@ class Model(TrainingMethods, Layer):
             x = _specs_from_shapes(input_shape)
         self._build_from(x, seed)
 
-    def _build_from(self, x: Any, seed: Any = None) -> None:
+    def _init_program(self, spec: Any) -> Any:
+        """``jit``-ed ``key -> init(key, spec)``, compiled lean: equal layers initialised by
+        one vmap (``grouped_init``), the threefry hashes merged (``merged_draws``)."""
         from kerax.core.grouped_init import init_grouped
+        from kerax.core.merged_draws import merge_draws
+
+        return jax.jit(merge_draws(lambda k: init_grouped(self.init, k, spec)))
+
+    def _build_from(self, x: Any, seed: Any = None) -> None:
         from kerax.utils import make_key
 
         key = make_key(seed)
@@ -200,7 +207,7 @@ class Model(TrainingMethods, Layer):
             return p, s
 
         jax.eval_shape(traced, key, spec)
-        params, state = jax.jit(lambda k: init_grouped(self.init, k, spec))(key)
+        params, state = self._init_program(spec)(key)
         self._weight_order = order
         self._params, self._state = params, state
         if isinstance(spec, jax.ShapeDtypeStruct):

@@ -230,8 +230,8 @@ def _train_state(model: Any, compiled: Any, spec: Any, seeds: list[int], hyper: 
             return old.ts, old.hyperparams
         inits = [(_take(old.ts.params, i), _take(old.ts.state, i)) for i in range(len(seeds))]
     else:
-        init = jax.jit(model.init)
-        inits = [init(jax.random.key(s), spec) for s in seeds]
+        init = model._init_program(spec)
+        inits = [init(jax.random.key(s)) for s in seeds]
     states = []
     for i, (s, (params, state)) in enumerate(zip(seeds, inits)):
         ts = TrainState.create(model, params, state, tx, jax.random.fold_in(jax.random.key(s), 1))

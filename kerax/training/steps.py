@@ -149,7 +149,7 @@ class TrainStep:
             except Exception:  # noqa: BLE001 - the real call reports it
                 pass
 
-        _release_free_heap()
+        release_free_heap()
         thread = threading.Thread(target=work, name="kerax-precompile", daemon=True)
         thread.start()
         try:
@@ -262,7 +262,7 @@ class TrainStep:
 
 
 
-def _release_free_heap() -> None:
+def release_free_heap() -> None:
     """Hands the heap's free memory back to the OS (glibc's ``malloc_trim``; elsewhere a no-op).
 
     A compile on another thread allocates from a malloc arena of its own, so the memory
