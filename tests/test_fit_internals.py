@@ -216,3 +216,42 @@ def test_a_second_fit_on_the_same_shapes_starts_no_compile_thread(monkeypatch):
     monkeypatch.setattr("threading.Thread.start", lambda self: started.append(self.name))
     model.fit(*_data(), batch_size=16, epochs=1, verbose=0, seed=0)
     assert "kerax-precompile" not in started
+
+
+@pytest.mark.parametrize("k,steps", [(1, None), (3, None), (1, 3), (3, 6)])
+def test_unshuffled_data_is_cut_once_and_trains_as_the_index_tables_do(monkeypatch, k, steps):
+    """shuffle=False feeds executions cut once on the device (no row gather per step); the
+    same rows fed through index tables (an identity "shuffle") give bitwise the same fit."""
+    from kerax.training import loop
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(70, 4)).astype(np.float32), rng.integers(0, 3, 70).astype(np.int32)
+    sw = rng.uniform(0.5, 2.0, 70).astype(np.float32)  # 70 = 4 batches of 16 and one of 6
+
+    def run(shuffle):
+        model = kx.Sequential([kx.Input((4,)), layers.Dense(8, activation="relu"), layers.Dense(3)])
+        model.compile(optimizer=kx.optimizers.Adam(0.01), metrics=["accuracy"], steps_per_execution=k,
+                      loss=kx.losses.SparseCategoricalCrossentropy(from_logits=True))
+        history = model.fit(x, y, sample_weight=sw, batch_size=16, epochs=2, shuffle=shuffle,
+                            steps_per_epoch=steps, verbose=0, seed=1)
+        return history.history, model.get_weights()
+
+    cuts = []
+
+    class Spy(loop._Cut):
+        def __init__(self, *args):
+            super().__init__(*args)
+            cuts.append(self)
+
+    monkeypatch.setattr(loop, "_Cut", Spy)
+    logs, weights = run(shuffle=False)
+    assert len(cuts) == 1  # cut once for both epochs
+    executions = cuts[0].executions
+    want = 5 if steps is None else steps
+    assert sum(e[0].shape[0] for e in executions) == min(want, 5)  # batches, k per execution at most
+    np.testing.assert_array_equal(np.asarray(executions[0][0][0]), x[:16])
+    monkeypatch.setattr(loop, "epoch_order", lambda n, shuffle, seed, epoch: np.arange(n))
+    ref_logs, ref_weights = run(shuffle=True)
+    assert logs == ref_logs
+    for a, b in zip(weights, ref_weights):
+        np.testing.assert_array_equal(a, b)

@@ -123,9 +123,10 @@ class TrainStep:
             metric_state = jax.tree.map(lambda a: a.sum(0), metric_state)
         return _compute(self.objectives, metric_state)
 
-    def precompile(self, abstract_ts: Callable[[], Any], data: Any, table_shape: tuple) -> threading.Thread | None:
+    def precompile(self, abstract_ts: Callable[[], Any], data: Any, table_shape: tuple | None) -> threading.Thread | None:
         """Starts compiling ``run`` for in-memory ``data`` and an index table of
-        ``table_shape`` in a thread; ``join`` it before the first ``run`` and before leaving.
+        ``table_shape`` (None: ``data`` is the execution's stacked batches) in a thread;
+        ``join`` it before the first ``run`` and before leaving.
         ``abstract_ts()`` gives the train state's shapes (``jax.eval_shape``).
 
         XLA compiles without holding the GIL, so the train state's, the metrics' and the
@@ -136,12 +137,13 @@ class TrainStep:
         earlier call already compiled these shapes (a ``fit`` in a loop).
         """
         leaves, tree = jax.tree.flatten(data)
-        key = (tuple(table_shape), tree, tuple((a.shape, str(a.dtype)) for a in leaves))
+        key = (table_shape and tuple(table_shape), tree, tuple((a.shape, str(a.dtype)) for a in leaves))
         if key in self._precompiled:
             return None
         self._precompiled.add(key)
         ts, mstate = abstract_ts(), jax.eval_shape(self.objectives.init)
-        idx = (jax.ShapeDtypeStruct(table_shape, np.int32), jax.ShapeDtypeStruct((), np.int32))
+        idx = None if table_shape is None else (jax.ShapeDtypeStruct(table_shape, np.int32),
+                                                jax.ShapeDtypeStruct((), np.int32))
 
         def work() -> None:
             try:
