@@ -90,12 +90,13 @@ def test_every_initializer_draws_the_same_values(name, dtype):
 
 def test_small_chunks_give_the_same_values(monkeypatch):
     def draw(k):
-        return [jax.random.normal(kk, (50, 7)) for kk in jax.random.split(k, 5)]
+        batched = jax.vmap(lambda kk: jax.random.normal(kk, (10, 7)))(jax.random.split(k, 5))  # keys (5,)
+        return [jax.random.normal(kk, (50, 7)) for kk in jax.random.split(k, 5)] + [batched]
 
     whole = _threefry_calls(merge_draws(draw), KEY)
     monkeypatch.setattr(merged_draws, "CHUNK_ELEMENTS", 400)  # each draw of 350 alone
     _same(jax.jit(draw)(KEY), jax.jit(merge_draws(draw))(KEY))
-    assert _threefry_calls(merge_draws(draw), KEY) == whole + 4
+    assert _threefry_calls(merge_draws(draw), KEY) == whole + 5
 
 
 def test_non_threefry_and_non_partitionable_hashes_are_left_alone():

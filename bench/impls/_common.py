@@ -14,6 +14,7 @@ Every implementation returns a result dict::
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from typing import Any, Callable
@@ -24,15 +25,29 @@ import numpy as np
 Call = Callable[[Any, Any], tuple[Any, Any]]
 
 
+def settle() -> None:
+    """Collects the garbage of set-up and compilation before the first timed epoch.
+
+    A cyclic-GC pass over a process holding JAX takes 45-90 ms here; whichever
+    implementation's set-up happened to leave the collector near its threshold paid it
+    inside its first timed epoch (W5 times 16 steps: kerax's pure loop read 10 ms a step
+    instead of 5 in two runs). Every implementation settles at the same point, after its
+    warm-up epoch; garbage made while timed still counts."""
+    gc.collect()
+
+
 class EpochClock:
     """Mixin for a framework's callback class: wall time of every epoch (from
-    ``on_epoch_begin`` to ``on_epoch_end``) in ``self.times``."""
+    ``on_epoch_begin`` to ``on_epoch_end``) in ``self.times``; the heap is settled before
+    the first timed epoch (the second)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.times: list[float] = []
 
     def on_epoch_begin(self, epoch, logs=None):
+        if len(self.times) == 1:
+            settle()
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -92,6 +107,7 @@ def loop_run(call: Call, carry: Any, feeds: list, epochs: int, started: float, s
         losses.append(loss)
     block(loss)
     steps = len(feeds) * steps_per_call
+    settle()
     carry, times = timed_epochs(call, carry, feeds, epochs, steps_per_call, losses)
     per_step = np.concatenate([np.atleast_1d(np.asarray(v, np.float64)) for v in losses])
     return {"setup_s": setup, "first_step_s": first, "step_times_s": times,

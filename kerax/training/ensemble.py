@@ -37,7 +37,7 @@ from kerax.training import setup
 from kerax.training.callbacks import CallbackList, History, TerminateOnNaN
 from kerax.training.callbacks.progress import Progress, resolve_verbose
 from kerax.training.objectives import NAN_KEY
-from kerax.training.steps import TrainStep, uses_conv
+from kerax.training.steps import TrainStep, release_free_heap, uses_conv
 from kerax.training.train_state import TrainState
 from kerax.utils import default_seed
 
@@ -231,7 +231,9 @@ def _train_state(model: Any, compiled: Any, spec: Any, seeds: list[int], hyper: 
         inits = [(_take(old.ts.params, i), _take(old.ts.state, i)) for i in range(len(seeds))]
     else:
         init = model._init_program(spec)
-        inits = [init(jax.random.key(s)) for s in seeds]
+        inits = jax.block_until_ready([init(jax.random.key(s)) for s in seeds])
+        del init
+        release_free_heap()  # the init program's memory, as model.build does
     states = []
     for i, (s, (params, state)) in enumerate(zip(seeds, inits)):
         ts = TrainState.create(model, params, state, tx, jax.random.fold_in(jax.random.key(s), 1))
