@@ -255,3 +255,25 @@ def test_unshuffled_data_is_cut_once_and_trains_as_the_index_tables_do(monkeypat
     assert logs == ref_logs
     for a, b in zip(weights, ref_weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_unshuffled_dict_inputs_are_cut_as_the_index_tables_take_them(monkeypatch):
+    from kerax.training import loop
+
+    rng = np.random.default_rng(4)
+    x = {"a": rng.normal(size=(10, 3)).astype(np.float32), "b": rng.normal(size=(10, 2)).astype(np.float32)}
+    y = rng.normal(size=(10, 2)).astype(np.float32)
+
+    def run(shuffle):
+        a, b = kx.Input((3,), name="a"), kx.Input((2,), name="b")
+        model = kx.Model({"a": a, "b": b}, layers.Dense(2)(layers.Concatenate()([a, b])))
+        model.compile(optimizer=kx.optimizers.SGD(0.1), loss="mse")
+        history = model.fit(x, y, batch_size=4, epochs=2, shuffle=shuffle, verbose=0, seed=0)
+        return history.history["loss"], model.get_weights()
+
+    logs, weights = run(shuffle=False)
+    monkeypatch.setattr(loop, "epoch_order", lambda n, shuffle, seed, epoch: np.arange(n))
+    ref_logs, ref_weights = run(shuffle=True)
+    assert logs == ref_logs
+    for p, q in zip(weights, ref_weights):
+        np.testing.assert_array_equal(p, q)
