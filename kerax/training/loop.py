@@ -26,6 +26,7 @@ from kerax.training import setup
 from kerax.training.callbacks import CallbackList, History, TerminateOnNaN
 from kerax.training.callbacks.progress import Progress, resolve_verbose
 from kerax.training.objectives import NAN_KEY
+from kerax.training.packed import Packed
 from kerax.training.steps import release_free_heap
 from kerax.training.train_state import copy_tree, fresh
 from kerax.utils import default_seed
@@ -129,6 +130,8 @@ class _Trainer:
         self.join_compile()
         ts, mstate, token = self.step.run(self.ts, mstate, data, idx, mask)
         self.ts, self.token = ts, token
+        if token is None:  # the packed metric state, not donated, is the small output to wait on
+            token = mstate.vectors[0]
         if self.dp is None:
             self.model._ts, self.model._live = ts, True  # callbacks may read the weights between steps
         self.pending.append(token)
@@ -160,7 +163,7 @@ class _Trainer:
 
     def check_nan(self, mstate: dict) -> bool:
         """True when training must stop; raises after too many consecutive bad steps."""
-        counts = np.asarray(jax.device_get(mstate[NAN_KEY])).reshape(-1, 2)[0]  # same on every device
+        counts = mstate.host()[NAN_KEY].reshape(-1, 2)[0]  # same on every device
         total, consecutive = float(counts[0]), float(counts[1])
         if self.step.on_nan == "skip" and consecutive >= self.max_bad:
             raise errors.NonFiniteLossError(
@@ -213,7 +216,8 @@ class _Trainer:
                 halted = True
                 break
         logs = self.step.compute(mstate)
-        values, counts = jax.device_get((list(logs.values()), mstate[NAN_KEY]))  # one transfer
+        values, vectors = jax.device_get((list(logs.values()), mstate.vectors))  # one transfer
+        counts = Packed(vectors, mstate.layout)[NAN_KEY]
         logs = setup.host_logs(dict(zip(logs, values)))  # Keras's order (pytrees sort dict keys)
         self.model._ts = self.ts if self.dp is None else self.dp.unreplicate(self.ts)
         halted = (halted or self.check_nan(mstate)) if self.step.on_nan != "warn" else False

@@ -38,6 +38,7 @@ from kerax.core.layer import aux_losses
 from kerax.privacy.dpsgd import check_config as check_dp
 from kerax.privacy.dpsgd import dp_value_and_grad
 from kerax.training.objectives import NAN_KEY, Objectives
+from kerax.training.packed import Packed, unpacked
 
 ON_NAN = ("warn", "stop", "skip")
 
@@ -109,16 +110,17 @@ class TrainStep:
         if self.axis is not None:
             self.run = jax.pmap(self._run, axis_name=self.axis, donate_argnums=(0, 1),
                                 devices=distribute.devices)
-        else:
-            self.run = jax.jit(self._run, donate_argnums=(0, 1))
+        else:  # the packed metric state is not donated: it is what the loop waits on
+            self.run = jax.jit(self._run, donate_argnums=(0,))
         self._call = jax.jit(self._call_impl, donate_argnums=(0,))
-        self._init_metrics = jax.jit(objectives.init)  # one call, not one per metric leaf
+        self._init_metrics = jax.jit(lambda: Packed.pack(objectives.init()))  # one call, not one per leaf
         self._precompiled: set = set()  # the shapes precompile has compiled for
 
-    def init_metrics(self) -> dict:
+    def init_metrics(self) -> Packed:
+        """The fit loop's metric state: packed (``kerax.training.packed``), one vector per dtype."""
         return self._init_metrics()
 
-    def compute(self, metric_state: dict) -> dict:
+    def compute(self, metric_state: Any) -> dict:
         if self.axis is not None:  # one state per device: additive, so sum them
             metric_state = jax.tree.map(lambda a: a.sum(0), metric_state)
         return _compute(self.objectives, metric_state)
@@ -141,7 +143,7 @@ class TrainStep:
         if key in self._precompiled:
             return None
         self._precompiled.add(key)
-        ts, mstate = abstract_ts(), jax.eval_shape(self.objectives.init)
+        ts, mstate = abstract_ts(), jax.eval_shape(self._init_metrics)
         idx = None if table_shape is None else (jax.ShapeDtypeStruct(table_shape, np.int32),
                                                 jax.ShapeDtypeStruct((), np.int32))
 
@@ -216,8 +218,13 @@ class TrainStep:
         to the device once, and the device scalar ``pos`` of this execution's row of it;
         the third output is then ``pos + 1``, the next call's position, so the loop never
         sends anything per step. ``mask`` (K, B) marks real rows; None means all. Only data
-        parallelism pads a training batch (to a multiple of the device count)."""
-        token = None
+        parallelism pads a training batch (to a multiple of the device count).
+
+        ``mstate`` is a dict or a :class:`Packed` one (returned the same way). The third
+        output is None for a packed state outside ``pmap``: the state is not donated, so the
+        loop waits on it; otherwise ``ts.step``'s copy."""
+        token, packed = None, isinstance(mstate, Packed)
+        mstate = unpacked(mstate)
         if isinstance(idx, tuple):
             table, pos = idx
             idx, token = table[pos], pos + 1
@@ -237,7 +244,9 @@ class TrainStep:
             xs = (xs, mask)
         k = jax.tree.leaves(xs)[0].shape[0]
         ts, mstate = _loop(body, (ts, mstate), xs, k, self.unroll)
-        return ts, mstate, ts.step + 0 if token is None else token  # a small output to wait on
+        if token is None and (not packed or self.axis is not None):
+            token = ts.step + 0  # a small output to wait on
+        return ts, Packed.pack(mstate) if packed else mstate, token
 
     # -- the pure API -------------------------------------------------------------------------------
 
@@ -287,8 +296,8 @@ def _malloc_trim() -> Any:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _compute_jit(objectives: Objectives, mstate: dict) -> dict:
-    return objectives.compute(mstate)
+def _compute_jit(objectives: Objectives, mstate: Any) -> dict:
+    return objectives.compute(unpacked(mstate))
 
 
 def _compute(objectives: Objectives, mstate: dict) -> dict:
