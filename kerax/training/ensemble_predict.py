@@ -7,6 +7,7 @@ The training side is :mod:`kerax.training.ensemble`; this module only reads what
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Callable
 
 import jax
@@ -19,6 +20,7 @@ from kerax.training import setup
 from kerax.training.callbacks import CallbackList
 from kerax.training.callbacks.progress import Progress
 from kerax.training.ensemble import _MEMBER_KEY, _take, _unroll_default, held, host_logs, member_map
+from kerax.training.packed import unpacked
 
 
 
@@ -60,8 +62,13 @@ def run_eval(model: Any, objectives: Any, data: ArrayData | IterableData, batch_
     return logs
 
 
-def _per_member(ev: Any, mstate: dict) -> dict:
-    out = jax.jit(jax.vmap(ev.objectives.compute))(mstate)
+@functools.partial(jax.jit, static_argnums=0)
+def _member_logs(objectives: Any, mstate: Any) -> dict:
+    return jax.vmap(lambda m: objectives.compute(unpacked(m)))(mstate)
+
+
+def _per_member(ev: Any, mstate: Any) -> dict:
+    out = _member_logs(ev.objectives, mstate)
     return {k: out[k] for k in ev.objectives.log_names() if k in out}
 
 

@@ -25,6 +25,7 @@ from kerax.data import ArrayData, IterableData, epoch_order
 from kerax.training import setup
 from kerax.training.callbacks import CallbackList, History, TerminateOnNaN
 from kerax.training.callbacks.progress import Progress, resolve_verbose
+from kerax.training.evaluation import EvalCut
 from kerax.training.objectives import NAN_KEY
 from kerax.training.packed import Packed
 from kerax.training.steps import release_free_heap
@@ -330,6 +331,8 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
             logs, halted = trainer.epoch(epoch, epochs, source, steps, batch_size, shuffle, seed)
             model._live = True
             if val is not None and (epoch + 1) % validation_freq == 0 and not halted:
+                if isinstance(val, ArrayData) and dp is None:  # cut on the device once, for every epoch
+                    val = EvalCut(val, validation_batch_size or batch_size, validation_steps)
                 val_logs = _evaluate_logs(model, objectives, val, validation_batch_size or batch_size, validation_steps)
                 logs.update({f"val_{k}": v for k, v in val_logs.items()})
             trainer.progress.close(logs)

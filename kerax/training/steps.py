@@ -320,17 +320,20 @@ class EvalStep:
         else:
             self.run = jax.jit(self._run, donate_argnums=(2,))
         self._call = jax.jit(self._call_impl)
+        self._init_metrics = jax.jit(lambda: Packed.pack(objectives.init()))
 
-    def init_metrics(self) -> dict:
-        return self.objectives.init()
+    def init_metrics(self) -> Packed:
+        """``evaluate``'s metric state, packed as ``TrainStep.init_metrics``'s."""
+        return self._init_metrics()
 
     def compute(self, metric_state: dict) -> dict:
         if self.axis is not None:
             metric_state = jax.tree.map(lambda a: a.sum(0), metric_state)
         return _compute(self.objectives, metric_state)
 
-    def _run(self, params: Any, state: Any, mstate: dict, data: Any, idx: Any, mask: Any) -> dict:
-        obj = self.objectives
+    def _run(self, params: Any, state: Any, mstate: Any, data: Any, idx: Any, mask: Any) -> Any:
+        obj, packed = self.objectives, isinstance(mstate, Packed)
+        mstate = unpacked(mstate)
 
         def body(mstate, xs):
             if idx is None:
@@ -350,7 +353,8 @@ class EvalStep:
             return obj.update(mstate, total, parts, y, y_pred, sw, m), None
 
         xs = (data if idx is None else idx, mask)
-        return _loop(body, mstate, xs, mask.shape[0], self.unroll)
+        mstate = _loop(body, mstate, xs, mask.shape[0], self.unroll)
+        return Packed.pack(mstate) if packed else mstate
 
     def _call_impl(self, ts: Any, batch: Any) -> dict:
         x, y, sw = _split_batch(batch)
