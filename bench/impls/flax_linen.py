@@ -79,6 +79,17 @@ def build(w: wl.Workload, weights: list[dict]) -> tuple[nn.Module, dict]:
     return LSTM(hidden, w.classes), {"cell": cell, "dense": _dense(weights[1])}
 
 
+def train_step(state: train_state.TrainState, x: jax.Array, y: jax.Array) -> tuple:
+    """One step as Flax's examples write it: ``value_and_grad``, ``apply_gradients``."""
+
+    def loss_fn(params):
+        logits = state.apply_fn({"params": params}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), loss
+
+
 def run(w: wl.Workload, weights: list[dict], data: tuple[np.ndarray, np.ndarray], steps: int) -> dict:
     """Trains ``w`` for a warm-up epoch and ``steps`` timed steps; see ``_common``."""
     started = time.perf_counter()
@@ -87,15 +98,6 @@ def run(w: wl.Workload, weights: list[dict], data: tuple[np.ndarray, np.ndarray]
     if jax.tree.structure(expected) != jax.tree.structure(params):
         raise ValueError(f"this Flax version's Linen param tree differs: {jax.tree.map(jnp.shape, expected)}")
     state = train_state.TrainState.create(apply_fn=module.apply, params=params, tx=adam())
-
-    def _step(state, x, y):
-        def loss_fn(params):
-            logits = state.apply_fn({"params": params}, x)
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        return state.apply_gradients(grads=grads), loss
-
-    step = jax.jit(_step, donate_argnums=0)
+    step = jax.jit(train_step, donate_argnums=0)
     feeds = [jax.device_put(b) for b in wl.batches(*data, w.batch)]
     return loop_run(lambda s, f: step(s, *f), state, feeds, max(1, steps // w.steps), started)

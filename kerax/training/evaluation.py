@@ -36,8 +36,8 @@ def padded_groups(n: int, batch_size: int, k: int) -> list[tuple[np.ndarray, np.
 
 def cut_batches(tree: Any, n: int, batch_size: int, steps: int | None) -> list[tuple[Any, int]]:
     """``(batch, rows)`` per batch of ``tree``'s ``n`` rows (at most ``steps``): full batches
-    are views, the last partial one is padded to ``batch_size`` with copies of row 0 (real
-    values: a padded row never makes a NaN that a zero weight would not cancel)."""
+    are views, the last partial one is padded to ``batch_size`` with copies of row 0 (rows
+    the model is given anyway; callers mask them out)."""
     count = math.ceil(n / batch_size) if steps is None else min(steps, math.ceil(n / batch_size))
     out = []
     for i in range(count):
@@ -53,9 +53,8 @@ def cut_batches(tree: Any, n: int, batch_size: int, steps: int | None) -> list[t
 class EvalCut:
     """In-memory data cut once into ``evaluate``'s batches on the device: ``(1, batch, ...)``
     each with its ``(1, batch)`` mask (the last batch padded and masked), so a step sends
-    nothing and gathers no rows (W4's evaluate sent an index and a mask per batch and
-    gathered the rows: 1.8x a hand-written loop over device batches). ``fit`` keeps one for
-    its validation data across epochs."""
+    nothing and gathers no rows (docs/performance.md). ``fit`` keeps one for its validation
+    data across epochs."""
 
     def __init__(self, data: ArrayData, batch_size: int, steps: int | None) -> None:
         sw = data.sample_weight
