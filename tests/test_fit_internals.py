@@ -277,3 +277,33 @@ def test_unshuffled_dict_inputs_are_cut_as_the_index_tables_take_them(monkeypatc
     assert logs == ref_logs
     for p, q in zip(weights, ref_weights):
         np.testing.assert_array_equal(p, q)
+
+
+def test_fit_waits_once_per_depth_executions_and_bounds_the_queue(monkeypatch):
+    """In-memory data: the host waits on the older half of the queue at once (a wait per
+    step costs XLA:CPU a core); iterables keep the short queue that bounds their batches."""
+    from kerax.training import loop
+
+    assert loop.in_flight_depth() == 16 and loop.in_flight_depth(streamed=True) == 2
+    assert loop.in_flight_depth(distributed=True) == 2
+    seen = []
+    execute = loop._Trainer.execute
+
+    def recording(self, *args, **kwargs):
+        out = execute(self, *args, **kwargs)
+        seen.append(len(self.pending))
+        return out
+
+    monkeypatch.setattr(loop._Trainer, "execute", recording)
+    x = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    model = kx.Sequential([kx.Input((3,)), layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)  # 50 executions
+    # In flight after each execution: 1..31, then 32 -> a wait leaves 16, and so on.
+    assert seen[:31] == list(range(1, 32)) and seen[31] == 16 and max(seen) == 31
+    assert seen[31:48] == list(range(16, 33))[:16] + [16]
+    seen.clear()
+    batches = [(x[i:i + 2], y[i:i + 2]) for i in range(0, 20, 2)]
+    model.fit(iter(batches), epochs=1, steps_per_epoch=10, verbose=0)
+    assert seen[:5] == [1, 2, 3, 2, 3] and max(seen) == 3  # streamed: depth 2

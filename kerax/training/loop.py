@@ -3,9 +3,8 @@
 Per execution (``steps_per_execution`` optimizer steps) the loop sends nothing for
 in-memory data, which lives on the device (unshuffled: cut into its executions once;
 shuffled: gathered by the epoch's index table), or the next batches (iterables), and keeps a
-bounded number of executions in flight (:func:`in_flight_depth`: 2 on CPU, 8 on
-accelerators): it waits for an older one's small token before going on, which also keeps
-simulated CPU devices from stalling in collectives. Metrics stay on
+bounded number of executions in flight (:func:`in_flight_depth`): it waits for an older
+one's small token before going on, once per ``depth`` executions. Metrics stay on
 the device; they are copied to the host only when the progress bar refreshes, when a
 callback asks for per-batch logs, and at the end of each epoch.
 """
@@ -37,13 +36,21 @@ def _copy(tree: Any) -> Any:
     return copy_tree(tree)
 
 
-def in_flight_depth() -> int:
-    """How many executions ``fit`` lets queue up: 2 on CPU (simulated devices must not
-    stall each other in collectives, and XLA:CPU gains little from a deeper queue: 64
-    queued W4 steps over device-resident data measured 1.7% faster and about 10 MB more
-    peak RSS, both within this 2-core machine's noise), 8 on accelerators, where a
-    short step would otherwise leave the device idle while Python dispatches the next one."""
-    return 2 if jax.default_backend() == "cpu" else 8
+def in_flight_depth(distributed: bool = False, streamed: bool = False) -> int:
+    """How many executions ``fit`` waits on at once (:meth:`_Trainer.execute`): between
+    ``depth`` and ``2 * depth`` are in flight, and the host wakes once per ``depth``.
+
+    On CPU, 16 for data already on the device: a waiting host that wakes at every step
+    takes a core from XLA:CPU's compute threads each time (2 cores: W1's ``fit`` step
+    measured 1.117 of a hand-written step waiting at every step, 1.039 never waiting;
+    docs/performance.md). 2 when each execution brings its own batch (``streamed``:
+    iterables, data-parallel host batches), which the bound keeps few in memory, and for
+    data parallelism, whose simulated devices must not stall each other in collectives.
+    8 on accelerators, where a short step would otherwise leave the device idle while
+    Python dispatches the next one."""
+    if jax.default_backend() != "cpu":
+        return 8
+    return 2 if distributed or streamed else 16
 
 
 def index_groups(order: np.ndarray, batch_size: int, k: int, steps: int | None) -> list[np.ndarray]:
@@ -119,7 +126,7 @@ class _Trainer:
         self.batch_logs = callbacks.wants("on_train_batch_end")
         self.batch_begin = callbacks.wants("on_train_batch_begin")
         self.pending: collections.deque = collections.deque()
-        self.depth = in_flight_depth()
+        self.depth = in_flight_depth()  # set per epoch from the source (epoch)
         self.compiling: Any = None  # the thread compiling the first execution (TrainStep.precompile)
 
     def execute(self, mstate: dict, data: Any, idx: Any, k: int, mask: Any = None) -> dict:
@@ -136,7 +143,9 @@ class _Trainer:
         if self.dp is None:
             self.model._ts, self.model._live = ts, True  # callbacks may read the weights between steps
         self.pending.append(token)
-        if len(self.pending) >= self.depth:  # bound the queue: at most `depth` executions in flight
+        if len(self.pending) >= 2 * self.depth:  # bound the queue; wait for the older half at once
+            for _ in range(self.depth - 1):  # executions finish in order: the newest of them suffices
+                self.pending.popleft()
             self.pending.popleft().block_until_ready()
         if self.batch_logs:
             self.callbacks.on_train_batch_end(self.batch, setup.host_logs(self.step.compute(mstate)))
@@ -208,6 +217,7 @@ class _Trainer:
         else:
             total = steps
             feed = _iterable_feed(source, steps, self.step.k, self.dp)
+        self.depth = in_flight_depth(self.dp is not None, not isinstance(source, (tuple, _Cut)))
         progress = Progress(self.verbose, total, f"Epoch {epoch + 1}/{epochs}")
         halted = False
         for data, idx, k, mask in feed:
