@@ -307,3 +307,24 @@ def test_fit_waits_once_per_depth_executions_and_bounds_the_queue(monkeypatch):
     batches = [(x[i:i + 2], y[i:i + 2]) for i in range(0, 20, 2)]
     model.fit(iter(batches), epochs=1, steps_per_epoch=10, verbose=0)
     assert seen[:5] == [1, 2, 3, 2, 3] and max(seen) == 3  # streamed: depth 2
+
+
+def test_in_flight_waits_on_the_newest_of_the_older_half():
+    """``InFlight(3)``: nothing waits until 6 are queued; then the third oldest is waited on
+    (executions finish in order) and the three oldest leave the queue."""
+    from kerax.training.loop import InFlight
+
+    waited = []
+
+    class Token:
+        def __init__(self, i):
+            self.i = i
+
+        def block_until_ready(self):
+            waited.append(self.i)
+
+    q, sizes = InFlight(3), []
+    for i in range(12):
+        q.push(Token(i))
+        sizes.append(len(q))
+    assert waited == [2, 5, 8] and sizes == [1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 3]

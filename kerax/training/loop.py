@@ -53,6 +53,25 @@ def in_flight_depth(distributed: bool = False, streamed: bool = False) -> int:
     return 2 if distributed or streamed else 16
 
 
+class InFlight:
+    """The tokens of queued executions, oldest first: :meth:`push` waits for the older half
+    at once when ``2 * depth`` are queued, so the host wakes once per ``depth`` executions
+    (``depth`` from :func:`in_flight_depth`; it may change between epochs)."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth, self.tokens = depth, collections.deque()
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def push(self, token: Any) -> None:
+        self.tokens.append(token)
+        if len(self.tokens) >= 2 * self.depth:
+            for _ in range(self.depth - 1):  # executions finish in order: the newest of them suffices
+                self.tokens.popleft()
+            self.tokens.popleft().block_until_ready()
+
+
 def index_groups(order: np.ndarray, batch_size: int, k: int, steps: int | None) -> list[np.ndarray]:
     """Rows of an epoch grouped as executions: arrays of shape (k', batch) (k' <= k),
     full batches first, then the last partial batch on its own."""
@@ -125,8 +144,7 @@ class _Trainer:
         self.dp = step.distribute
         self.batch_logs = callbacks.wants("on_train_batch_end")
         self.batch_begin = callbacks.wants("on_train_batch_begin")
-        self.pending: collections.deque = collections.deque()
-        self.depth = in_flight_depth()  # set per epoch from the source (epoch)
+        self.pending = InFlight(in_flight_depth())  # its depth set per epoch from the source (epoch)
         self.compiling: Any = None  # the thread compiling the first execution (TrainStep.precompile)
 
     def execute(self, mstate: dict, data: Any, idx: Any, k: int, mask: Any = None) -> dict:
@@ -142,11 +160,7 @@ class _Trainer:
             token = mstate.vectors[0]
         if self.dp is None:
             self.model._ts, self.model._live = ts, True  # callbacks may read the weights between steps
-        self.pending.append(token)
-        if len(self.pending) >= 2 * self.depth:  # bound the queue; wait for the older half at once
-            for _ in range(self.depth - 1):  # executions finish in order: the newest of them suffices
-                self.pending.popleft()
-            self.pending.popleft().block_until_ready()
+        self.pending.push(token)
         if self.batch_logs:
             self.callbacks.on_train_batch_end(self.batch, setup.host_logs(self.step.compute(mstate)))
         self.batch += k
@@ -217,7 +231,7 @@ class _Trainer:
         else:
             total = steps
             feed = _iterable_feed(source, steps, self.step.k, self.dp)
-        self.depth = in_flight_depth(self.dp is not None, not isinstance(source, (tuple, _Cut)))
+        self.pending.depth = in_flight_depth(self.dp is not None, not isinstance(source, (tuple, _Cut)))
         progress = Progress(self.verbose, total, f"Epoch {epoch + 1}/{epochs}")
         halted = False
         for data, idx, k, mask in feed:
