@@ -101,6 +101,21 @@ def test_steps_per_execution_gives_the_same_params():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), ts1.params, model.params)
 
 
+def test_steps_per_execution_of_odd_length_on_the_two_step_loop():
+    """On CPU a dense model's K steps run two per loop iteration (``unroll=2``); K = 5
+    and a last execution of 3 (odd, the remainder step) still equal K = 1."""
+    from kerax.training.steps import TrainStep
+
+    x, y = _blobs(n=8 * 23)
+    ts1, _, _ = _pure_params(x, y, 8, seed=3, k=1)
+    model = _mlp()
+    model.compile(optimizer=kx.optimizers.Adam(1e-2), loss=SCCE, steps_per_execution=5)
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, seed=3)  # 5+5+5+5+3 steps
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), ts1.params, model.params)
+    (step,) = [v for k, v in model._step_cache.items() if k[0] == "train"]
+    assert isinstance(step, TrainStep) and step.unroll == 2
+
+
 def test_train_step_compiles_once_per_shape():
     x, y = _blobs(n=40)
     model = _mlp()
