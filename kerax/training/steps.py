@@ -80,11 +80,12 @@ def uses_conv(model: Any) -> bool:
 def _loop(body: Any, carry: Any, xs: Any, k: int, unroll: bool | int) -> Any:
     """``lax.scan`` over the leading axis of ``xs`` (``unroll``: an int, its steps per loop
     iteration), or a Python loop (``unroll=True``: fully unrolled)."""
-    if unroll is True or k == 1:
+    flag = isinstance(unroll, (bool, np.bool_))
+    if k == 1 or (flag and unroll):
         for i in range(k):
             carry, _ = body(carry, jax.tree.map(lambda a: a[i], xs))
         return carry
-    return jax.lax.scan(body, carry, xs, unroll=max(1, int(unroll)))[0]
+    return jax.lax.scan(body, carry, xs, unroll=1 if flag else max(1, int(unroll)))[0]
 
 
 def _default_unroll(model: Any) -> bool | int:
@@ -103,7 +104,7 @@ class TrainStep:
     """A compiled training step (see the module docstring); build with ``make_train_step``."""
 
     def __init__(self, model: Any, objectives: Objectives, steps_per_execution: int = 1,
-                 on_nan: str = "warn", unroll: bool | None = None, distribute: Any = None,
+                 on_nan: str = "warn", unroll: bool | int | None = None, distribute: Any = None,
                  dp: Any = None) -> None:
         if on_nan not in ON_NAN:
             raise errors.ConfigError(f"on_nan must be one of {list(ON_NAN)}; received {on_nan!r}")
