@@ -281,32 +281,71 @@ def test_unshuffled_dict_inputs_are_cut_as_the_index_tables_take_them(monkeypatc
 
 def test_fit_waits_once_per_depth_executions_and_bounds_the_queue(monkeypatch):
     """In-memory data: the host waits on the older half of the queue at once (a wait per
-    step costs XLA:CPU a core); iterables keep the short queue that bounds their batches."""
+    step costs XLA:CPU a core), 4 deep until its first wait has timed the steps;
+    iterables keep the short fixed queue that bounds their batches."""
     from kerax.training import loop
 
-    assert loop.in_flight_depth() == 16 and loop.in_flight_depth(streamed=True) == 2
+    assert loop.in_flight_depth() == 4 and loop.in_flight_depth(streamed=True) == 2
     assert loop.in_flight_depth(distributed=True) == 2
+    assert loop.wake_period() == loop.WAKE_PERIOD_S
+    assert loop.wake_period(streamed=True) is None and loop.wake_period(distributed=True) is None
     seen = []
     execute = loop._Trainer.execute
 
     def recording(self, *args, **kwargs):
         out = execute(self, *args, **kwargs)
-        seen.append(len(self.pending))
+        seen.append((len(self.pending), self.pending.depth))
         return out
 
     monkeypatch.setattr(loop._Trainer, "execute", recording)
+    monkeypatch.setattr(loop, "WAKE_PERIOD_S", 100.0)  # any step of this tiny model is far shorter
     x = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
     model = kx.Sequential([kx.Input((3,)), layers.Dense(2)])
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)  # 50 executions
-    # In flight after each execution: 1..31, then 32 -> a wait leaves 16, and so on.
-    assert seen[:31] == list(range(1, 32)) and seen[31] == 16 and max(seen) == 31
-    assert seen[31:48] == list(range(16, 33))[:16] + [16]
+    model.fit(x, y, batch_size=2, epochs=2, shuffle=False, verbose=0)  # 50 executions an epoch
+    sizes = [n for n, _ in seen]
+    # In flight after each execution: 1..7, then 8 -> a wait leaves 4 and times those 4
+    # steps: far less than the period, so the depth becomes the largest, and no more waits.
+    assert sizes[:7] == list(range(1, 8)) and seen[7] == (4, loop.MAX_DEPTH)
+    assert all(d == 4 for _, d in seen[:7])
+    assert sizes[8:50] == list(range(5, 47))
+    assert seen[50] == (1, loop.MAX_DEPTH)  # the next epoch: a fresh queue, the learned depth
     seen.clear()
     batches = [(x[i:i + 2], y[i:i + 2]) for i in range(0, 20, 2)]
     model.fit(iter(batches), epochs=1, steps_per_epoch=10, verbose=0)
-    assert seen[:5] == [1, 2, 3, 2, 3] and max(seen) == 3  # streamed: depth 2
+    assert [n for n, _ in seen][:5] == [1, 2, 3, 2, 3] and max(n for n, _ in seen) == 3  # streamed: depth 2
+
+
+def test_in_flight_depth_follows_the_measured_step_time():
+    """With a period, each wait sets the depth to the executions that take ``period``, by
+    the time the waited-through executions took since the previous wait returned (or since
+    the first push)."""
+    from kerax.training.loop import MAX_DEPTH, MIN_DEPTH, InFlight
+
+    now, waited = [0.0], []
+
+    class Token:
+        def block_until_ready(self):
+            waited.append(now[0])
+
+    q = InFlight(4, period=1.0, clock=lambda: now[0])
+    q.push(Token())  # the clock starts at the first push
+    now[0] = 0.4
+    for _ in range(7):  # at 8 queued: the 4 executions waited through took 0.4 s; 10 take 1 s
+        q.push(Token())
+    assert (q.depth, q.since, len(q), waited) == (10, 0.4, 4, [0.4])
+    now[0] += 5.0
+    for _ in range(16):  # 10 executions of 0.5 s each: the floor
+        q.push(Token())
+    assert (q.depth, len(q), len(waited)) == (MIN_DEPTH, 10, 2)
+    now[0] += 1e-6
+    q.push(Token())  # very fast executions: the ceiling
+    assert (q.depth, len(waited)) == (MAX_DEPTH, 3)
+    q.restart(4, period=1.0)  # a new epoch keeps the learned depth, drops the clock and the queue
+    assert (q.depth, q.since, len(q)) == (MAX_DEPTH, None, 0)
+    q.restart(4)  # a fixed queue (iterables) takes the depth it is given
+    assert (q.depth, q.period) == (4, None)
 
 
 def test_in_flight_waits_on_the_newest_of_the_older_half():

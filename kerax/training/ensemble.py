@@ -301,7 +301,7 @@ def fit(model: Any, members: Any, hyperparams: Any, x: Any, y: Any, batch_size: 
         validation_steps: int | None, validation_batch_size: int | None, validation_freq: int,
         seed: int | None, check_finite_inputs: bool) -> EnsembleHistory:
     """``Model.fit(..., ensemble=members, ensemble_hyperparams=hyperparams)``; see the module doc."""
-    from kerax.training.loop import InFlight, _validation, in_flight_depth, index_groups
+    from kerax.training.loop import InFlight, _validation, in_flight_depth, index_groups, wake_period
 
     compiled = setup.require_compiled(model, "fit")
     if members is None:
@@ -365,7 +365,7 @@ def fit(model: Any, members: Any, hyperparams: Any, x: Any, y: Any, batch_size: 
         per_member = [index_groups(epoch_order(data.n, shuffle, s, epoch), batch_size, step.k, steps_per_epoch)
                       for s in seeds]
         groups = jax.device_put([np.stack(g).astype(np.int32) for g in zip(*per_member)])  # each (N, K, B)
-        mstate, pending, batch = estep.init_metrics(members), InFlight(in_flight_depth()), 0
+        mstate, pending, batch = estep.init_metrics(members), InFlight(in_flight_depth(), wake_period()), 0
         progress = Progress(verbose, sum(g.shape[1] for g in groups), f"Epoch {epoch + 1}/{epochs}")
         mean_logs = lambda: {k: v.mean(0) for k, v in estep.compute(mstate).items()}
         halted = False

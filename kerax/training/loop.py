@@ -3,8 +3,9 @@
 Per execution (``steps_per_execution`` optimizer steps) the loop sends nothing for
 in-memory data, which lives on the device (unshuffled: cut into its executions once;
 shuffled: gathered by the epoch's index table), or the next batches (iterables), and keeps a
-bounded number of executions in flight (:func:`in_flight_depth`): it waits for an older
-one's small token before going on, once per ``depth`` executions. Metrics stay on
+bounded number of executions in flight (:class:`InFlight`): it waits for an older one's
+small token before going on, once per ``depth`` executions (for data on the device, about
+once per 0.1 s of device work). Metrics stay on
 the device; they are copied to the host only when the progress bar refreshes, when a
 callback asks for per-batch logs, and at the end of each epoch.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import math
+import time
 import warnings
 from typing import Any
 
@@ -36,40 +38,76 @@ def _copy(tree: Any) -> Any:
     return copy_tree(tree)
 
 
-def in_flight_depth(distributed: bool = False, streamed: bool = False) -> int:
-    """How many executions ``fit`` waits on at once (:meth:`_Trainer.execute`): between
-    ``depth`` and ``2 * depth`` are in flight, and the host wakes once per ``depth``.
+# An adapting queue (data already on the device) lets the host wake about once per this
+# much device work, within [MIN_DEPTH, MAX_DEPTH] executions of the older half.
+WAKE_PERIOD_S = 0.1
+MIN_DEPTH, MAX_DEPTH = 2, 128
 
-    On CPU, 16 for data already on the device: a waiting host that wakes at every step
-    takes a core from XLA:CPU's compute threads each time (2 cores: W1's ``fit`` step
-    measured 1.117 of a hand-written step waiting at every step, 1.039 never waiting;
-    docs/performance.md). 2 when each execution brings its own batch (``streamed``:
-    iterables, data-parallel host batches), which the bound keeps few in memory, and for
-    data parallelism, whose simulated devices must not stall each other in collectives.
-    8 on accelerators, where a short step would otherwise leave the device idle while
-    Python dispatches the next one."""
-    if jax.default_backend() != "cpu":
-        return 8
-    return 2 if distributed or streamed else 16
+
+def in_flight_depth(distributed: bool = False, streamed: bool = False) -> int:
+    """How many executions ``fit`` waits on at once (:class:`InFlight`): between ``depth``
+    and ``2 * depth`` are in flight, and the host wakes once per ``depth``.
+
+    2 when each execution brings its own batch (``streamed``: iterables, data-parallel
+    host batches), which the bound keeps few in memory, and for data parallelism, whose
+    simulated devices must not stall each other in collectives. For data already on the
+    device, 4 is only where an adapting queue starts (:func:`wake_period`): its first wait,
+    after 8 executions, times them and sets the depth."""
+    return 2 if distributed or streamed else 4
+
+
+def wake_period(distributed: bool = False, streamed: bool = False) -> float | None:
+    """``InFlight``'s ``period`` for a source: :data:`WAKE_PERIOD_S` for data already on
+    one device (the depth adapts to the step time), None (a fixed depth) otherwise.
+
+    A fixed depth suits no step time: 16 executions of a CNN on CPU (0.16 s each) let the
+    host run seconds ahead of training, while a 0.6 ms step would wake the host every
+    10 ms (docs/performance.md)."""
+    return None if distributed or streamed else WAKE_PERIOD_S
 
 
 class InFlight:
     """The tokens of queued executions, oldest first: :meth:`push` waits for the older half
-    at once when ``2 * depth`` are queued, so the host wakes once per ``depth`` executions
-    (``depth`` from :func:`in_flight_depth`; it may change between epochs)."""
+    at once when ``2 * depth`` are queued, so the host wakes once per ``depth`` executions.
 
-    def __init__(self, depth: int) -> None:
-        self.depth, self.tokens = depth, collections.deque()
+    With ``period`` (seconds), each wait also measures how long the executions it waited
+    through took (since the previous wait returned, or since the first push after
+    :meth:`restart`) and sets ``depth`` to the number that take ``period`` (within
+    ``MIN_DEPTH`` and ``MAX_DEPTH``): the host then wakes about once per ``period`` of
+    device work, and stays at most about ``2 * period`` ahead. ``clock`` is for tests."""
+
+    def __init__(self, depth: int, period: float | None = None, clock: Any = time.perf_counter) -> None:
+        self.depth, self.period, self.clock = depth, period, clock
+        self.tokens: collections.deque = collections.deque()
+        self.since: float | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)
 
+    def restart(self, depth: int, period: float | None = None) -> None:
+        """A new run of executions (an epoch), after the previous ones finished: an adapting
+        queue keeps the depth it learned, unless ``period`` changes."""
+        if period is None or period != self.period:
+            self.depth = depth
+        self.period, self.since = period, None
+        self.tokens.clear()
+
     def push(self, token: Any) -> None:
         self.tokens.append(token)
-        if len(self.tokens) >= 2 * self.depth:
-            for _ in range(self.depth - 1):  # executions finish in order: the newest of them suffices
-                self.tokens.popleft()
-            self.tokens.popleft().block_until_ready()
+        if self.since is None and self.period is not None:  # the device has work from now on
+            self.since = self.clock()
+        if len(self.tokens) < 2 * self.depth:
+            return
+        done = self.depth
+        for _ in range(done - 1):  # executions finish in order: the newest of them suffices
+            self.tokens.popleft()
+        self.tokens.popleft().block_until_ready()
+        if self.period is None:
+            return
+        now = self.clock()  # ``done`` executions ran, back to back, since ``since``
+        each = max((now - self.since) / done, 1e-9)
+        self.depth = min(max(int(self.period / each), MIN_DEPTH), MAX_DEPTH)
+        self.since = now
 
 
 def index_groups(order: np.ndarray, batch_size: int, k: int, steps: int | None) -> list[np.ndarray]:
@@ -144,7 +182,7 @@ class _Trainer:
         self.dp = step.distribute
         self.batch_logs = callbacks.wants("on_train_batch_end")
         self.batch_begin = callbacks.wants("on_train_batch_begin")
-        self.pending = InFlight(in_flight_depth())  # its depth set per epoch from the source (epoch)
+        self.pending = InFlight(in_flight_depth())  # restarted per epoch for its source (epoch)
         self.compiling: Any = None  # the thread compiling the first execution (TrainStep.precompile)
 
     def execute(self, mstate: dict, data: Any, idx: Any, k: int, mask: Any = None) -> dict:
@@ -231,7 +269,8 @@ class _Trainer:
         else:
             total = steps
             feed = _iterable_feed(source, steps, self.step.k, self.dp)
-        self.pending.depth = in_flight_depth(self.dp is not None, not isinstance(source, (tuple, _Cut)))
+        kind = (self.dp is not None, not isinstance(source, (tuple, _Cut)))
+        self.pending.restart(in_flight_depth(*kind), wake_period(*kind))
         progress = Progress(self.verbose, total, f"Epoch {epoch + 1}/{epochs}")
         halted = False
         for data, idx, k, mask in feed:
