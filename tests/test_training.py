@@ -430,7 +430,7 @@ def test_d1_d3_across_processes(tmp_path, variant):
         "import sys; sys.path.insert(0, %r)\n" % str(__import__("pathlib").Path(__file__).parent)
         + "from test_training import _train_hash\nprint(_train_hash(11))\n"
     )
-    flags = "--xla_force_host_platform_device_count=4"
+    flags = __import__("os").environ["XLA_FLAGS"]  # conftest's: the same XLA as this process
     if variant == "single_thread_eigen":
         flags += " --xla_cpu_multi_thread_eigen=false"
     command = [sys.executable, str(script)]
