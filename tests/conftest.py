@@ -17,6 +17,8 @@ if os.environ.get("KERAX_TEST_OPTIMIZED", "0") != "1":
 # the suite compiles are compiled again by another process (the same eager ops, the same
 # small models), and a hit skips XLA (8:25 against 10:00 on 2 cores). Fresh every run, so
 # tests that count compilations never meet a warm cache; the controller removes it at exit.
+# (JAX writes entries without a lock: a read racing another process's write fails to
+# decompress, warns and compiles, so the worst case is a warning, never a wrong program.)
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     import tempfile
 
