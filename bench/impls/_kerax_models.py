@@ -23,18 +23,19 @@ def _block(w: wl.Workload, h):
     return layers.Add()([h, layers.Dense(width)(z)])
 
 
-def _residual_blocks(w: wl.Workload, h):
+def _residual_blocks(w: wl.Workload, h, remat: bool):
     if not w.scanned:
         for _ in range(w.sizes["blocks"]):
             h = _block(w, h)
         return h
     # The scanned variant: one block, repeated by lax.scan inside a Repeat layer.
     x = kx.Input((w.sizes["width"],))
-    return layers.Repeat(kx.Model(x, _block(w, x)), w.sizes["blocks"])(h)
+    return layers.Repeat(kx.Model(x, _block(w, x)), w.sizes["blocks"], remat=remat)(h)
 
 
-def build(w: wl.Workload, weights: list[dict]) -> kx.Model:
-    """The kerax model of ``w``, built, holding ``weights`` (the neutral layout)."""
+def build(w: wl.Workload, weights: list[dict], remat: bool = False) -> kx.Model:
+    """The kerax model of ``w``, built, holding ``weights`` (the neutral layout);
+    ``remat``: the scanned workloads' ``Repeat(remat=...)``."""
     c = w.classes
     if w.arch == "mlp":
         model = kx.Sequential([kx.Input(w.input_shape)]
@@ -48,7 +49,7 @@ def build(w: wl.Workload, weights: list[dict]) -> kx.Model:
         model = kx.Sequential([kx.Input(w.input_shape), layers.LSTM(w.sizes["units"]), layers.Dense(c)])
     elif w.arch in ("resmlp", "prenorm"):
         x = kx.Input(w.input_shape)
-        h = _residual_blocks(w, x)
+        h = _residual_blocks(w, x, remat)
         model = kx.Model(x, layers.Dense(c)(h if w.arch == "resmlp" else layers.LayerNormalization()(h)))
     else:
         raise ValueError(f"unknown architecture {w.arch!r}")
