@@ -146,8 +146,26 @@ def all_finite(tree: Any) -> jax.Array:
 
 
 def current_scale(opt_state: Any) -> jax.Array | None:
-    """The loss scale held in ``opt_state``, or ``None`` without a LossScaleOptimizer."""
-    return opt_state.scale if isinstance(opt_state, LossScaleState) else None
+    """The loss scale held in ``opt_state``, or ``None`` without a LossScaleOptimizer.
+
+    Raises:
+      ConfigError: a LossScaleOptimizer nested inside another transformation
+        (``optax.chain(clip, LossScaleOptimizer(...))``, ``optax.MultiSteps``): the step
+        only finds the outermost one, so a nested one would never scale the loss (float16
+        gradients would underflow to 0 unnoticed), and the transformations before it would
+        see scaled gradients.
+    """
+    if isinstance(opt_state, LossScaleState):
+        return opt_state.scale
+    is_scaler = lambda s: isinstance(s, LossScaleState)  # noqa: E731
+    if any(is_scaler(s) for s in jax.tree.leaves(opt_state, is_leaf=is_scaler)):
+        raise errors.ConfigError(
+            "LossScaleOptimizer must be the outermost optimizer: it was found nested inside "
+            "another transformation (optax.chain, MultiSteps, ...), where the loss is never "
+            "scaled. Wrap the whole optimizer instead: "
+            "LossScaleOptimizer(optax.chain(clip, optimizer))"
+        )
+    return None
 
 
 def scaled_value_and_grad(loss_fn: Callable[[Any], tuple[Any, Any]], params: Any,
@@ -166,8 +184,9 @@ def scaled_value_and_grad(loss_fn: Callable[[Any], tuple[Any, Any]], params: Any
         return loss * scale.astype(loss.dtype), (loss, aux)
 
     (_, (loss, aux)), grads = jax.value_and_grad(scaled, has_aux=True)(params)
-    inv = 1.0 / scale
-    return (loss, aux), jax.tree.map(lambda g: (g * inv.astype(g.dtype)), grads)
+    # In float32: 1 / 2**25 is 0 in float16, which would zero float16 weights' gradients.
+    inv = 1.0 / scale.astype(jnp.float32)
+    return (loss, aux), jax.tree.map(lambda g: (g.astype(jnp.float32) * inv).astype(g.dtype), grads)
 
 
 def maybe_wrap(optimizer: Any, dtype_policy: str | None) -> Any:

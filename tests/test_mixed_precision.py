@@ -354,6 +354,56 @@ def test_an_overflowing_float16_batch_breaks_training_without_loss_scaling():
     assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(ts.params))
 
 
+def test_a_skipped_step_keeps_batch_normalization_statistics_finite():
+    """C13 with BatchNormalization: the overflowing batch's step is skipped as a whole, so
+    the moving statistics keep their values instead of becoming NaN (inference would then
+    return NaN for good while the training loss looked healthy)."""
+    model = kx.Sequential([layers.Dense(4), layers.BatchNormalization(), layers.Dense(1)],
+                          dtype_policy="mixed_float16")
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    t = np.ones((8, 1), np.float32)
+    params, state = model.init(jax.random.key(0), x)
+    huge = np.full_like(x, 1e5)
+    huge[::2] *= -1
+    step = kx.make_train_step(model, loss="mse")
+    ts = kx.TrainState.create(model, params, state, LossScaleOptimizer("sgd", initial_scale=1024.0), rng=0)
+    ts, _ = step(ts, (huge, t))
+    assert float(ts.opt_state.scale) == 512.0
+    for a, b in zip(jax.tree.leaves(ts.state), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(a, b)
+    ts, _ = step(ts, (x, t))  # a normal batch updates them again
+    moving = ts.state["batch_normalization"]["moving_mean"]
+    assert np.all(np.isfinite(moving)) and not np.array_equal(moving, state["batch_normalization"]["moving_mean"])
+    assert np.all(np.isfinite(model.apply(ts.params, ts.state, x)[0]))
+
+
+@pytest.mark.parametrize("wrap", [lambda lso: optax.chain(optax.clip_by_global_norm(1.0), lso),
+                                  lambda lso: optax.MultiSteps(lso, 1)], ids=["chain", "multisteps"])
+def test_a_nested_loss_scale_optimizer_is_refused(wrap):
+    """Nested, its scale would never be applied: float16 gradients would underflow to 0 and
+    the steps would count as good. The step refuses it and says where it belongs."""
+    model, params, state, x, t = _f16_regression()
+    ts = kx.TrainState.create(model, params, state, wrap(LossScaleOptimizer(optax.sgd(0.1))), rng=0)
+    with pytest.raises(errors.ConfigError, match=r"must be the outermost optimizer.*LossScaleOptimizer\(optax.chain"):
+        kx.make_train_step(model, loss="mse")(ts, (x, t))
+
+
+def test_gradients_of_float16_weights_are_unscaled_in_float32():
+    """1 / 2**25 is 0 in float16: unscaling in the gradient's dtype zeroed every gradient of
+    float16 weights. Unscaled in float32, a large scale gives the gradient a float32 model
+    computes (to float16 precision)."""
+    model, params, state, x, t = _f16_regression("float16")
+    # Gradients near 1e-4: normal float16 numbers, and times 2**25 still below 65504.
+    loss = lambda p: (1e-3 * jnp.mean((model.apply(p, state, x)[0].astype(F32) - t) ** 2), None)
+    want = jax.grad(lambda p: loss(p)[0])(jax.tree.map(lambda a: a.astype(F32), params))
+    top = max(float(jnp.max(jnp.abs(b))) for b in jax.tree.leaves(want))
+    for scale in (2.0**10, 2.0**25):
+        _, got = scaled_value_and_grad(loss, params, jnp.float32(scale))
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert a.dtype == F16
+            np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=0.02, atol=0.01 * top)
+
+
 def test_scale_grows_after_growth_interval_finite_steps():
     tx = LossScaleOptimizer(optax.sgd(0.1), initial_scale=4.0, growth_interval=3)
     params = {"w": jnp.ones(2)}

@@ -273,6 +273,28 @@ def test_an_int8_weights_file_is_refused_by_the_float_model(tmp_path):
         model.load_weights(tmp_path / "q.safetensors")
 
 
+def test_set_weights_refuses_what_an_int8_kernel_cannot_hold():
+    """A float kernel in an int8 slot would be truncated (to zeros) and 300 would wrap to 44:
+    both are refused, naming the weight; int8 values (as get_weights returns them) are taken."""
+    model = kx.Sequential([kx.Input(shape=(4,)), layers.Dense(3)])
+    model.build()
+    q = kx.quantize(model)
+    weights = q.get_weights()
+    at = [i for i, w in enumerate(weights) if w.dtype == np.int8]
+    assert len(at) == 1
+    i = at[0]
+    with pytest.raises(errors.WeightsError, match=r"'dense/kernel' expected integer values \(int8\); received float32"):
+        q.set_weights(weights[:i] + [weights[i].astype(np.float32) * 0.01] + weights[i + 1:])
+    wide = np.zeros(weights[i].shape, np.int64)
+    wide.flat[-1] = 300
+    with pytest.raises(errors.WeightsError, match=r"'dense/kernel' expected int8 values in \[-128, 127\]; received values in \[0, 300\]"):
+        q.set_weights(weights[:i] + [wide] + weights[i + 1:])
+    mine = np.arange(weights[i].size, dtype=np.int8).reshape(weights[i].shape)
+    q.set_weights(weights[:i] + [mine] + weights[i + 1:])
+    np.testing.assert_array_equal(q.state["dense"]["kernel"], mine)
+    assert q.state["dense"]["kernel"].dtype == jnp.int8
+
+
 def test_summary_shows_the_quantized_layers_and_their_bytes(digits):
     _, quantized, _, _ = digits
     lines = []

@@ -68,10 +68,33 @@ def scatter(params: dict, state: dict, order: list, values: list) -> tuple[dict,
                 f"set_weights: weight {'/'.join(path)!r} expected shape "
                 f"{tuple(old.shape)}; received {tuple(value.shape)}"
             )
+        _check_integer_slot(path, np.dtype(old.dtype), value)
     for (kind, path), value in zip(order, values):
         parent = _get(trees[kind], path[:-1])
         parent[path[-1]] = jnp.asarray(value, dtype=parent[path[-1]].dtype)
     return restack(trees["params"], params), restack(trees["state"], state)
+
+
+def _check_integer_slot(path: tuple, dtype: np.dtype, value: np.ndarray) -> None:
+    """Refuses what an integer weight (an int8 kernel of a quantized layer, a counter) cannot
+    hold exactly: float values would be truncated (a float kernel becomes zeros) and
+    integers outside the dtype's range would wrap around. Float weights take any numbers,
+    cast as Keras does."""
+    if not np.issubdtype(dtype, np.integer):
+        return
+    name = "/".join(path)
+    if not (np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_):
+        raise errors.WeightsError(
+            f"set_weights: weight {name!r} expected integer values ({dtype}); received "
+            f"{value.dtype} values (a float kernel for a quantized layer? quantize the float "
+            f"model with kx.quantize instead)"
+        )
+    info = np.iinfo(dtype)
+    if value.size and (value.min() < info.min or value.max() > info.max):
+        raise errors.WeightsError(
+            f"set_weights: weight {name!r} expected {dtype} values in [{info.min}, {info.max}]; "
+            f"received values in [{value.min()}, {value.max()}]"
+        )
 
 
 def check_tree(what: str, expected: Any, received: Any) -> None:

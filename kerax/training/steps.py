@@ -202,6 +202,10 @@ class TrainStep:
         if self.axis is not None:
             total, parts, grads = self._psum((total, parts, grads))
             new_state = jax.lax.pmean(new_state, self.axis)
+        if loss_scale.current_scale(ts.opt_state) is not None:
+            # The LossScaleOptimizer skips a step with non-finite gradients; the model state
+            # (BatchNormalization's moving statistics) is kept with the weights, not poisoned.
+            new_state = _where(loss_scale.all_finite(grads), new_state, ts.state)
         candidate = ts.apply_gradients(grads, state=new_state)
         finite = jnp.isfinite(total)
         # A finite loss can still have non-finite gradients (a LossScaleOptimizer skips those itself).
