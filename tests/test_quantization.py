@@ -29,13 +29,14 @@ from kerax.models.quantize import quantization_report
 
 
 def np_quantize(w, channel_axes):
-    """Reference: symmetric int8, one scale max|w|/127 per channel (channel_axes kept)."""
+    """Reference: Keras 3's abs_max_quantize, symmetric int8 with one scale
+    127 / (max|w| + 1e-7) per channel (channel_axes kept); w ~= q / scale."""
     w = np.asarray(w, np.float64)
     keep = {a % w.ndim for a in channel_axes}
     reduce = tuple(a for a in range(w.ndim) if a not in keep)
     amax = np.abs(w).max(axis=reduce, keepdims=True)
-    scale = amax / 127.0
-    q = np.clip(np.round(w / np.where(scale > 0, scale, 1.0)), -127, 127)
+    scale = 127.0 / (amax + 1e-7)
+    q = np.clip(np.round(w * scale), -127, 127)
     return q.astype(np.int8), scale  # scale keeps dims, to broadcast against q
 
 
@@ -64,9 +65,9 @@ def test_per_channel_scales_and_error_bound(shape, axes):
     assert scale.shape == tuple(shape[a] for a in sorted(a % len(shape) for a in axes))
     np.testing.assert_allclose(scale.reshape(-1), ref_scale.reshape(-1), rtol=1e-6)
     assert np.abs(q).max() <= 127
-    # |w - dequant(q)| <= scale / 2 elementwise (float32 rounding: a hair of slack).
-    deq = q.astype(np.float64) * ref_scale
-    assert np.all(np.abs(w - deq) <= ref_scale / 2 * (1 + 1e-5) + 1e-12)
+    # |w - dequant(q)| <= 0.5 / scale elementwise (float32 rounding: a hair of slack).
+    deq = q.astype(np.float64) / ref_scale
+    assert np.all(np.abs(w - deq) <= 0.5 / ref_scale * (1 + 1e-5) + 1e-12)
     # Rounding to nearest agrees with NumPy except at exact float32 ties.
     assert np.mean(q == ref_q) > 0.999
     # The largest value of each channel maps to +-127 (full int8 range used).
@@ -75,15 +76,17 @@ def test_per_channel_scales_and_error_bound(shape, axes):
     top = np.abs(q).max(axis=red)
     assert np.all((top == 127) | (np.abs(w).max(axis=red) == 0))
     np.testing.assert_allclose(np.asarray(dequantize(jnp.asarray(q), jnp.asarray(scale), axes)),
-                               q * ref_scale, rtol=1e-6)
+                               q / ref_scale, rtol=1e-6)
 
 
 def test_all_zero_channel_quantizes_to_exact_zeros():
     w = np.zeros((4, 3), np.float32)
     w[:, 1] = [0.5, -1.0, 0.25, 0.0]
     q, scale = quantize_per_channel(w, (-1,))
-    assert np.asarray(scale).tolist() == [0.0, pytest.approx(1 / 127), 0.0]
-    assert np.asarray(q)[:, 1].tolist() == [64, -127, 32, 0]  # 63.5 rounds to even
+    # Keras's epsilon keeps an all-zero channel's scale finite (127 / 1e-7): no 0 / 0.
+    assert np.asarray(scale).tolist() == [pytest.approx(1.27e9), pytest.approx(127.0), pytest.approx(1.27e9)]
+    assert np.asarray(q)[:, 1].tolist() == [63, -127, 32, 0]  # 0.5 * 127 / (1 + 1e-7) < 63.5
+    assert np.all(np.asarray(q)[:, [0, 2]] == 0)
     assert np.all(np.asarray(dequantize(q, scale, (-1,)))[:, [0, 2]] == 0)
 
 
@@ -102,7 +105,7 @@ def test_quantized_dense_matches_numpy():
     np.testing.assert_array_equal(np.asarray(state["kernel"]), q)
     with jax.numpy_dtype_promotion("strict"):
         y, new_state = jax.jit(qd.apply)(params, state, jnp.asarray(x))
-    ref = np.maximum(x.astype(np.float64) @ (q * s) + np.asarray(params["bias"]), 0)
+    ref = np.maximum(x.astype(np.float64) @ (q / s) + np.asarray(params["bias"]), 0)
     np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-5, atol=1e-6)
     assert new_state["kernel"].dtype == jnp.int8  # the state passes through unchanged
 
@@ -121,7 +124,7 @@ def test_quantized_conv2d_matches_numpy():
     q, s = np_quantize(fparams["kernel"], (-1,))
     np.testing.assert_array_equal(np.asarray(state["kernel"]), q)
     y, _ = qc.apply(params, state, jnp.asarray(x))
-    ref = np.maximum(_np_conv2d_valid(x.astype(np.float64), q * s) + np.asarray(params["bias"]), 0)
+    ref = np.maximum(_np_conv2d_valid(x.astype(np.float64), q / s) + np.asarray(params["bias"]), 0)
     np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-5, atol=1e-5)
 
 
@@ -145,7 +148,7 @@ def test_other_convolutions_equal_the_float_layer_on_numpy_dequantized_weights(m
         q, s = np_quantize(fparams[name], axes)
         np.testing.assert_array_equal(np.asarray(state[name]), q)
         assert state[name + "_scale"].shape == tuple(np.squeeze(s).shape)
-        ref_params[name] = jnp.asarray((q * s).astype(np.float32))
+        ref_params[name] = jnp.asarray((q / s).astype(np.float32))
     y, _ = qc.apply(params, state, x)
     ref, _ = layer.apply(ref_params, {}, x)
     np.testing.assert_allclose(np.asarray(y), np.asarray(ref), rtol=1e-5, atol=1e-5)
@@ -160,7 +163,7 @@ def test_quantized_embedding_is_a_per_row_lookup():
     assert params == {} and state["embeddings_scale"].shape == (9,)
     q, s = np_quantize(fparams["embeddings"], (0,))
     y, _ = qe.apply(params, state, ids)
-    np.testing.assert_allclose(np.asarray(y), (q * s)[np.asarray(ids)], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(y), (q / s)[np.asarray(ids)], rtol=1e-6)
     assert np.asarray(qe.compute_mask(ids, None)).tolist() == [[False, True, True], [True, True, True]]
 
 
@@ -170,6 +173,45 @@ def test_quantized_layer_config_round_trips_through_the_registry():
     again = cfg.deserialize({"class_name": "QuantizedDense", "config": config})
     assert type(again) is QuantizedDense and again.name == "head"
     assert type(again.layer) is layers.Dense and again.layer.units == 3 and again.layer.activation == "tanh"
+
+
+def test_a_config_without_scale_format_is_refused_not_misread():
+    """kerax 0.1.0 before 2026-11-29 stored max|w| / 127, the reciprocal of today's scales."""
+    config = json.loads(json.dumps(QuantizedDense(layer=layers.Dense(3), name="head").get_config()))
+    assert config["scale_format"] == "keras"
+    del config["scale_format"]
+    with pytest.raises(errors.ConfigError, match=r"QuantizedDense 'head'.*max\|w\| / 127.*quantize the float model again"):
+        cfg.deserialize({"class_name": "QuantizedDense", "config": config})
+
+
+def test_int8_dense_weights_move_between_keras_and_kerax():
+    """Keras 3 as the oracle: the same int8 kernel and kernel_scale (names, order, values),
+    and Keras's int8 weights set into kerax's quantized model give the float model's outputs
+    to int8 precision (Keras itself also quantizes the inputs; kerax keeps them float)."""
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(5)
+    kernel = rng.normal(size=(6, 4)).astype(np.float32)
+    bias = rng.normal(size=(4,)).astype(np.float32)
+    x = rng.normal(size=(5, 6)).astype(np.float32)
+    kd = keras.layers.Dense(4)
+    kd.build((None, 6))
+    kd.set_weights([kernel, bias])
+    kd.quantize("int8")
+    k_names = [v.path.split("/")[-1] for v in kd.weights]
+    k_weights = {n: np.asarray(v) for n, v in zip(k_names, kd.get_weights())}
+
+    model = kx.Sequential([kx.Input(shape=(6,)), layers.Dense(4)])
+    model.build()
+    model.set_weights([kernel, bias])
+    q = kx.quantize(model)
+    assert k_names == ["bias", "kernel", "kernel_scale"]  # Keras's order is get_weights' order
+    ours = dict(zip(k_names, q.get_weights()))
+    assert ours["kernel"].dtype == np.int8 and ours["kernel_scale"].shape == (4,)
+    np.testing.assert_array_equal(ours["kernel"], k_weights["kernel"])
+    np.testing.assert_allclose(ours["kernel_scale"], k_weights["kernel_scale"], rtol=1e-6)
+
+    q.set_weights([k_weights[n] for n in k_names])
+    np.testing.assert_allclose(q.predict(x, verbose=0), x @ kernel + bias, atol=0.05)
 
 
 # -- whole models ------------------------------------------------------------------------------
@@ -219,12 +261,12 @@ def test_quantized_model_predicts_like_numpy_and_close_to_float(digits):
     st, p = quantized.state, quantized.params
 
     def conv_same(h, name):
-        k = np.asarray(st[name]["kernel"], np.float64) * np.asarray(st[name]["kernel_scale"])
+        k = np.asarray(st[name]["kernel"], np.float64) / np.asarray(st[name]["kernel_scale"])
         h = np.pad(h, ((0, 0), (1, 1), (1, 1), (0, 0)))
         return np.maximum(_np_conv2d_valid(h, k) + np.asarray(p[name]["bias"]), 0)
 
     def dense(h, name):
-        k = np.asarray(st[name]["kernel"], np.float64) * np.asarray(st[name]["kernel_scale"])
+        k = np.asarray(st[name]["kernel"], np.float64) / np.asarray(st[name]["kernel_scale"])
         return h @ k + np.asarray(p[name]["bias"])
 
     h = conv_same(conv_same(x.astype(np.float64), "conv2d"), "conv2d_1")
@@ -355,7 +397,7 @@ def test_functional_nested_and_shared_layers(tmp_path):
     assert "kernel" not in q.params["shared"]
     # NumPy reference of the whole graph over the dequantized weights.
     st, p = q.state, q.params
-    deq = lambda s, name: np.asarray(s[name], np.float64) * np.asarray(s[name + "_scale"])
+    deq = lambda s, name: np.asarray(s[name], np.float64) / np.asarray(s[name + "_scale"])
     hh = x[1].astype(np.float64)
     for _ in range(2):
         hh = np.tanh(hh @ deq(st["shared"], "kernel") + np.asarray(p["shared"]["bias"]))
@@ -364,7 +406,7 @@ def test_functional_nested_and_shared_layers(tmp_path):
     d = ((d - np.asarray(bn_s["moving_mean"])) / np.sqrt(np.asarray(bn_s["moving_variance"]) + 1e-3)
          * np.asarray(bn_p["gamma"]) + np.asarray(bn_p["beta"]))
     emb = st["embedding"]
-    table = np.asarray(emb["embeddings"], np.float64) * np.asarray(emb["embeddings_scale"])[:, None]
+    table = np.asarray(emb["embeddings"], np.float64) / np.asarray(emb["embeddings_scale"])[:, None]
     e_ref = table[x[0]].mean(axis=1)
     ref = np.concatenate([d, e_ref], -1) @ deq(st["dense"], "kernel") + np.asarray(p["dense"]["bias"])
     got = q.predict(x)
@@ -439,7 +481,7 @@ def test_bfloat16_layer_dequantizes_to_its_own_dtype():
     assert params["bias"].dtype == jnp.bfloat16
     y, _ = qd.apply(params, state, x)
     assert y.dtype == jnp.bfloat16
-    k = np.asarray(state["kernel"], np.float64) * np.asarray(state["kernel_scale"])
+    k = np.asarray(state["kernel"], np.float64) / np.asarray(state["kernel_scale"])
     ref = np.asarray(x, np.float64) @ k
     np.testing.assert_allclose(np.asarray(y, np.float64), ref, rtol=0.05, atol=0.05)
 
@@ -474,7 +516,7 @@ def test_a_mixed_precision_model_quantizes_and_keeps_its_policy():
     assert got.dtype == np.float32
     # NumPy reference over the dequantized weights, in float64: bfloat16 compute is ~1e-2 off.
     st, p = q.state, q.params
-    deq = lambda n: np.asarray(st[n]["kernel"], np.float64) * np.asarray(st[n]["kernel_scale"])
+    deq = lambda n: np.asarray(st[n]["kernel"], np.float64) / np.asarray(st[n]["kernel_scale"])
     h = np.maximum(x @ deq("dense") + np.asarray(p["dense"]["bias"]), 0)
     logits = h @ deq("dense_1") + np.asarray(p["dense_1"]["bias"])
     ref = np.exp(logits - logits.max(-1, keepdims=True))

@@ -4,9 +4,10 @@ Each class wraps the float layer it replaces (``layer=Dense(...)``, kept as its 
 stores every quantized weight ``w`` as two non-trainable arrays in ``state``:
 
 * ``w``: int8, the same shape as the float weight, values in ``[-127, 127]``;
-* ``w_scale``: float32, one scale per output channel (symmetric, no zero point):
-  ``scale = max|w| / 127`` over every axis but the channel axes, so
-  ``dequantized = int8 * scale`` and ``|w - dequantized| <= scale / 2`` elementwise.
+* ``w_scale``: float32, one scale per output channel (symmetric, no zero point), in Keras
+  3's convention so int8 weights move between the two: ``scale = 127 / (max|w| + 1e-7)``
+  over every axis but the channel axes, ``int8 = round(w * scale)``, so
+  ``dequantized = int8 / scale`` and ``|w - dequantized| <= 0.5 / scale`` elementwise.
 
 Channel axes (the scale's shape): Dense ``kernel (in, out)`` -> ``(out,)``; ConvND ``kernel
 (*window, in, out)`` -> ``(out,)``; ConvNDTranspose ``kernel (*window, out, in)`` ->
@@ -47,7 +48,9 @@ from kerax.layers.conv_depthwise import _DepthwiseConv, _SeparableConv
 from kerax.layers.core import Dense, Embedding
 
 QMAX = 127  # symmetric int8: -128 is never used, so negation stays exact
+EPSILON = 1e-7  # Keras's backend epsilon in abs_max_quantize: an all-zero channel gets a finite scale
 SCALE_SUFFIX = "_scale"
+SCALE_FORMAT = "keras"  # 127 / max|w|; files of kerax 0.1.0 before 2026-11-29 held max|w| / 127
 
 
 def quantize_per_channel(w: jax.typing.ArrayLike,
@@ -59,26 +62,26 @@ def quantize_per_channel(w: jax.typing.ArrayLike,
       channel_axes: the axes that keep their own scale (negative counts from the end).
 
     Returns:
-      ``(q, scale)``: ``q`` int8 of ``w``'s shape; ``scale`` float32 shaped as ``w`` along
-      ``channel_axes`` only (``max|w| / 127`` over the other axes; 0 for an all-zero channel,
-      whose values quantize to 0 exactly).
+      ``(q, scale)``: ``q`` int8 of ``w``'s shape, ``round(w * scale)``; ``scale`` float32
+      shaped as ``w`` along ``channel_axes`` only, ``127 / (max|w| + 1e-7)`` over the other
+      axes (Keras 3's ``abs_max_quantize``; an all-zero channel quantizes to 0 exactly).
     """
     w = jnp.asarray(w, jnp.float32)
     keep = _axes(channel_axes, w.ndim)
     reduce = tuple(a for a in range(w.ndim) if a not in keep)
     amax = jnp.max(jnp.abs(w), axis=reduce, keepdims=True)
-    scale = amax / QMAX
-    q = jnp.clip(jnp.round(w / jnp.where(scale > 0, scale, 1.0)), -QMAX, QMAX).astype(jnp.int8)
+    scale = QMAX / (amax + EPSILON)
+    q = jnp.clip(jnp.round(w * scale), -QMAX, QMAX).astype(jnp.int8)
     return q, jnp.squeeze(scale, axis=reduce)
 
 
 def dequantize(q: jax.Array, scale: jax.Array, channel_axes: tuple[int, ...],
                dtype: Any = jnp.float32) -> jax.Array:
-    """``q * scale`` (scale broadcast along ``channel_axes``), as ``dtype``: the inverse of
-    :func:`quantize_per_channel` up to ``scale / 2`` per element."""
+    """``q / scale`` (scale broadcast along ``channel_axes``), as ``dtype``: the inverse of
+    :func:`quantize_per_channel` up to ``0.5 / scale`` per element."""
     keep = _axes(channel_axes, q.ndim)
     shape = tuple(q.shape[a] if a in keep else 1 for a in range(q.ndim))
-    return (q.astype(jnp.float32) * jnp.reshape(scale, shape)).astype(dtype)
+    return (q.astype(jnp.float32) / jnp.reshape(scale, shape)).astype(dtype)
 
 
 def _table(table: dict) -> Mapping:
@@ -91,9 +94,13 @@ def _axes(axes: tuple[int, ...], ndim: int) -> tuple[int, ...]:
 
 
 class _Quantized(Layer):
-    """Base of the quantized wrappers (private: the registry skips ``_`` names)."""
+    """Base of the quantized wrappers (private: the registry skips ``_`` names).
+
+    ``scale_format`` records the scale convention in the config (``"keras"``: see the
+    module docs), so a file of another convention is refused rather than misread."""
 
     layer: Any = None
+    scale_format: str = SCALE_FORMAT
 
     # The float classes a subclass wraps (isinstance), and per class which weights are
     # quantized and their channel axes; the first matching class wins.
@@ -117,6 +124,22 @@ class _Quantized(Layer):
             )
         if self.input_shape is None and self.layer.input_shape is not None:
             self._set("input_shape", self.layer.input_shape)  # the first layer of a Sequential
+        if self.scale_format != SCALE_FORMAT:
+            raise self._error(errors.ConfigError,
+                              f"scale_format must be {SCALE_FORMAT!r}; received {self.scale_format!r}")
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> "Layer":
+        """Rebuilds the wrapper; a config without ``scale_format`` is refused: kerax 0.1.0
+        before 2026-11-29 stored ``max|w| / 127``, the reciprocal of today's scales, and
+        reading them as today's would be silently wrong."""
+        if isinstance(config, dict) and "scale_format" not in config:
+            raise errors.ConfigError(
+                f"{cls.__name__} {config.get('name')!r}: this int8 model was saved by an earlier "
+                f"kerax whose kernel scales were max|w| / 127 (now 127 / max|w|, as in Keras); "
+                f"quantize the float model again with kx.quantize"
+            )
+        return super().from_config(config, custom_objects)
 
     @property
     def quantized_weights(self) -> Mapping[str, tuple[int, ...]]:
