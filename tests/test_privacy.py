@@ -343,7 +343,7 @@ def test_accountant_edge_cases_and_errors(monkeypatch):
     assert kx.privacy.compute_epsilon(10, 0.0, 0.1, 1e-5) == math.inf
     with pytest.raises(errors.ConfigError, match="steps must be an int >= 0; received -1"):
         kx.privacy.compute_epsilon(-1, 1.0, 0.1, 1e-5)
-    with pytest.raises(errors.ConfigError, match="noise_multiplier must be >= 0; received -0.5"):
+    with pytest.raises(errors.ConfigError, match="noise_multiplier must be a finite number >= 0; received -0.5"):
         kx.privacy.compute_epsilon(1, -0.5, 0.1, 1e-5)
     with pytest.raises(errors.ConfigError, match=r"sample_rate must be in \(0, 1\]; received 1.5"):
         kx.privacy.compute_epsilon(1, 1.0, 1.5, 1e-5)

@@ -55,6 +55,9 @@ class TrainingMethods:
         self._ts = None
         self._step_cache: dict = {}
         self._ensemble = None  # fit(ensemble=N)'s members (kerax.training.ensemble)
+        # Optimizer steps fit has executed on this model object, counted on the host (the
+        # privacy ledger's step count; a donated train state cannot be read after an error).
+        self._steps_executed = 0
         self.stop_training = False
 
     def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Any = None,
@@ -144,15 +147,18 @@ class TrainingMethods:
                                sample_weight, initial_epoch, steps_per_epoch, validation_steps,
                                validation_batch_size, validation_freq, seed, check_finite_inputs)
         dp = self._compiled.dp if self._compiled is not None else None
-        ts = getattr(self, "_ts", None)
-        steps_before = int(ts.step) if dp is not None and ts is not None and ts.tx is self._compiled.optimizer else 0
+        b = 32 if batch_size is None else batch_size
+        if dp is not None and _in_memory(x) and isinstance(b, int) and b >= 1:  # else loop.fit refuses b
+            dp.check_batch_size(b)
+        steps_before = getattr(self, "_steps_executed", 0)
         try:
             history = fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
                           validation_data, shuffle, class_weight, sample_weight, initial_epoch,
                           steps_per_epoch, validation_steps, validation_batch_size, validation_freq,
                           seed, check_finite_inputs)
         finally:  # steps taken before an error spent privacy too
-            spent = _account_privacy(self, dp, x, batch_size, validation_split, steps_before, verbose)
+            steps = getattr(self, "_steps_executed", 0) - steps_before
+            spent = _account_privacy(self, dp, x, batch_size, validation_split, steps, verbose)
         if dp is not None:
             history.privacy = spent
         return history
@@ -175,7 +181,8 @@ class TrainingMethods:
         from kerax.training.evaluation import predict
 
         if ensemble is not None or held(self) is not None:
-            return ensemble_predict.predict(self, x, batch_size, steps, ensemble)
+            return ensemble_predict.predict(self, x, batch_size, steps, ensemble,
+                                            verbose=0 if verbose == "auto" else verbose, callbacks=callbacks)
         return predict(self, x, batch_size, 0 if verbose == "auto" else verbose, steps, callbacks)
 
     @property
@@ -235,27 +242,46 @@ def _rows(x: Any) -> int:
     return max(int(np.shape(leaves[0])[0]) if leaves and np.ndim(leaves[0]) else len(x), 1)
 
 
+def _in_memory(x: Any) -> bool:
+    """Arrays (whose rows ``fit`` counts), not an iterable of batches."""
+    return isinstance(x, (np.ndarray, list, tuple, dict)) or hasattr(x, "shape")
+
+
+def _training_rows(model: Any, x: Any, validation_split: float) -> int | None:
+    """``n`` of the sample rate: the rows ``fit`` trains on, over all processes (None for an
+    iterable). A multi-process ``fit`` gets each process's equal share (``fit`` checks that)
+    and a global ``batch_size``, so the data set is ``n_local * process_count`` rows."""
+    if not _in_memory(x):
+        return None
+    n = _rows(x)
+    if validation_split:
+        n = int(n * (1.0 - validation_split))  # as ArrayData.split cuts each process's rows
+    distribute = getattr(getattr(model, "_compiled", None), "distribute", None)
+    if distribute is not None and getattr(distribute, "multi_process", False):
+        n *= jax.process_count()
+    return n
+
+
 def _account_privacy(model: Any, dp: Any, x: Any, batch_size: Any, validation_split: float,
-                     steps_before: int, verbose: Any) -> Any:
-    """Appends a DP fit's steps to the model's privacy ledger; the (epsilon, delta) spent."""
-    if dp is None or getattr(model, "_ts", None) is None:
+                     steps: int, verbose: Any) -> Any:
+    """Appends a DP fit's ``steps`` (executed, counted on the host) to the model's privacy
+    ledger; the (epsilon, delta) spent."""
+    if dp is None or steps <= 0:
         return None
     from kerax.privacy import accountant
 
-    try:
-        steps = int(model._ts.step) - steps_before
-    except RuntimeError:  # the train state was donated to a step that then failed
-        steps = 0
-    if steps <= 0:
-        return None
-    in_memory = isinstance(x, (np.ndarray, list, tuple, dict)) or hasattr(x, "shape")
-    n = _rows(x) if in_memory else None
-    if n is not None and validation_split:
-        n = int(n * (1.0 - validation_split))
+    n = _training_rows(model, x, validation_split)
     b = 32 if batch_size is None else batch_size
     rate = min(b / n, 1.0) if n else None
-    segment = accountant.Segment(steps, dp.effective_noise(b), rate)
+    # The nominal batch: shorter (last, padded) batches make groups no larger (DPSGD.group_size).
+    noise = dp.effective_noise(b)
+    if n is None and dp.microbatches is not None:  # an iterable's batch sizes are unknown:
+        noise = dp.noise_multiplier / 2  # take its groups to hold several examples (2C)
+    segment = accountant.Segment(steps, noise, rate)
     model._privacy_ledger = accountant.ledger_of(model) + (segment,)
+    message = accountant.delta_warning(dp.delta, n)
+    if message:
+        warnings.warn(message, stacklevel=3)
     try:
         spent = accountant.privacy_spent(model, dp.delta)
     except (ImportError, errors.ConfigError) as e:  # training is done; accounting is advisory

@@ -47,12 +47,32 @@ class Segment:
 def _check(steps: Any, noise_multiplier: Any, sample_rate: Any, delta: Any) -> None:
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
         raise errors.ConfigError(f"compute_epsilon: steps must be an int >= 0; received {steps!r}")
-    if isinstance(noise_multiplier, bool) or not isinstance(noise_multiplier, numbers.Real) or not noise_multiplier >= 0:
-        raise errors.ConfigError(f"compute_epsilon: noise_multiplier must be >= 0; received {noise_multiplier!r}")
+    if isinstance(noise_multiplier, bool) or not isinstance(noise_multiplier, numbers.Real) \
+            or not math.isfinite(noise_multiplier) or noise_multiplier < 0:
+        raise errors.ConfigError(
+            f"compute_epsilon: noise_multiplier must be a finite number >= 0; received {noise_multiplier!r}")
     if not isinstance(sample_rate, numbers.Real) or not 0 < sample_rate <= 1:
         raise errors.ConfigError(f"compute_epsilon: sample_rate must be in (0, 1]; received {sample_rate!r}")
     if not isinstance(delta, numbers.Real) or not 0 < delta < 1:
         raise errors.ConfigError(f"compute_epsilon: delta must be in (0, 1); received {delta!r}")
+
+
+def delta_warning(delta: Any, n: int | None) -> str | None:
+    """The warning for a ``delta`` that is not below ``1 / n``, or None.
+
+    A mechanism that publishes each of ``n`` examples with probability ``delta`` is
+    ``(0, delta)``-DP; with ``delta >= 1 / n`` it may publish a whole example, so such an
+    ``(epsilon, delta)`` promises little, whatever epsilon is."""
+    if not n or not isinstance(delta, numbers.Real) or delta < 1.0 / n:
+        return None
+    return (f"DP-SGD: delta={delta:g} is not below 1/n = {1.0 / n:g} (n={n} training examples); such a "
+            "delta allows leaking whole examples whatever epsilon is; pick delta < 1/n, e.g. "
+            f"DPSGD(..., delta={_below(n):g})")
+
+
+def _below(n: int) -> float:
+    """A round delta below ``1 / n``: the power of ten under it."""
+    return 10.0 ** math.floor(math.log10(1.0 / n) - 1e-9) if n > 1 else 0.1
 
 
 def compose_epsilon(segments: Sequence[Segment], delta: float) -> float:

@@ -8,10 +8,13 @@ every training step compute, instead of the batch's mean gradient::
 
 where ``clip`` scales ``g_j`` so that its L2 norm over the whole parameter tree is at most
 ``C = l2_norm_clip``, ``sigma = noise_multiplier`` and ``G`` is the number of groups holding
-real (unmasked) rows. The noise key is split from the step's key (``TrainState.step_key``),
-so it differs at every step and is reproducible from the seed. The optimizer then updates
-the weights as usual. Weight penalties (``kernel_regularizer``) do not depend on the data,
-so their gradient is added after the noise, unclipped.
+real (unmasked) rows. With ``microbatches=m``, the ``r`` real rows of a batch form groups of
+``ceil(r / m)`` consecutive real rows (masked padding rows are set aside first, wherever
+they sit), so a data-parallel run groups exactly as one device does. The noise key is split
+from the step's key (``TrainState.step_key``), so it differs at every step and is
+reproducible from the seed. The optimizer then updates the weights as usual. Weight
+penalties (``kernel_regularizer``) do not depend on the data, so their gradient is added
+after the noise, unclipped.
 
 Training is then differentially private with respect to one example (add or remove one),
 with the guarantee computed by :mod:`kerax.privacy.accountant`.
@@ -22,19 +25,26 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from kerax import errors
-from kerax.core.layer import Layer, aux_losses, snake_case
+from kerax.core.layer import aux_losses
 from kerax.core.rng import flat_sample
+from kerax.privacy.model_check import check_model
 from kerax.privacy.per_example import LossFn, clip_and_aggregate, grouped_grads
 
 
 def _number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: Any) -> bool:
+    """An int or a NumPy integer (``x.shape[0]``, ``np.int64``), never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,11 +55,14 @@ class DPSGD:
       l2_norm_clip: ``C > 0``, the bound on each example's (or microbatch's) gradient norm.
       noise_multiplier: ``sigma >= 0``; Gaussian noise of std ``sigma * C`` is added to the
         sum of clipped gradients. 0 gives no privacy (useful to debug clipping).
-      microbatches: None (per-example clipping) or ``m >= 1``: the batch is split into ``m``
-        groups (``min(m, batch)``; the last group padded when ``m`` does not divide the batch)
-        whose mean gradients are clipped. Cheaper, but one example can move its group's
-        clipped gradient by ``2C``, so the accountant doubles the sensitivity.
-      delta: the ``delta`` that ``fit`` reports epsilon at; pick it below ``1 / n``.
+      microbatches: None (per-example clipping) or ``m >= 1``: a batch of ``r`` real rows is
+        cut into groups of ``k = ceil(r / m)`` consecutive rows (``ceil(r / k)`` groups, the
+        last one possibly shorter) whose mean gradients are clipped. ``fit`` requires ``m``
+        to divide ``batch_size``, so a full batch makes exactly ``m`` groups. Cheaper, but
+        one example can move its group's clipped gradient by ``2C``, so the accountant
+        doubles the sensitivity (unless ``m >= batch_size``: one example per group).
+      delta: the ``delta`` that ``fit`` reports epsilon at; pick it below ``1 / n`` (the
+        default 1e-5 suits data sets of fewer than 100 000 examples; ``fit`` warns otherwise).
 
     Raises:
       ConfigError: a value out of range.
@@ -67,19 +80,64 @@ class DPSGD:
             raise errors.ConfigError(
                 f"DPSGD: noise_multiplier must be a finite number >= 0; received {self.noise_multiplier!r}")
         m = self.microbatches
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+        if m is not None and (not _integer(m) or m < 1):
             raise errors.ConfigError(f"DPSGD: microbatches must be None or an int >= 1; received {m!r}")
+        if m is not None:  # a NumPy integer becomes an int: static shapes and JSON need one
+            object.__setattr__(self, "microbatches", int(m))
         if not _number(self.delta) or not 0 < self.delta < 1:
             raise errors.ConfigError(f"DPSGD: delta must be in (0, 1); received {self.delta!r}")
 
-    def groups(self, batch_size: int) -> int:
-        """How many clipped groups a batch of ``batch_size`` rows is split into."""
-        return batch_size if self.microbatches is None else min(self.microbatches, batch_size)
+    def get_config(self) -> dict:
+        """The four settings as plain JSON numbers (``compile.json`` of a saved model)."""
+        m = self.microbatches
+        return {"l2_norm_clip": float(self.l2_norm_clip), "noise_multiplier": float(self.noise_multiplier),
+                "microbatches": None if m is None else int(m), "delta": float(self.delta)}
+
+    @classmethod
+    def from_config(cls, config: Any) -> "DPSGD":
+        """The inverse of :meth:`get_config`.
+
+        Raises:
+          ConfigError: not a dict of exactly the four settings, or a value out of range.
+        """
+        keys = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(config, dict) or not set(config) <= keys or "l2_norm_clip" not in config \
+                or "noise_multiplier" not in config:
+            got = sorted(config) if isinstance(config, dict) else type(config).__name__
+            raise errors.ConfigError(f"DPSGD.from_config: expected a dict with keys {sorted(keys)}; received {got}")
+        return cls(**config)
+
+    def group_size(self, rows: int) -> int:
+        """Rows per clipped group in a batch of ``rows`` real rows: 1 per example, else ``ceil(rows / m)``."""
+        m = self.microbatches
+        return 1 if m is None or m >= rows else -(-rows // m)
+
+    def groups(self, rows: int) -> int:
+        """How many clipped groups a batch of ``rows`` real rows makes: ``ceil(rows / group_size)``."""
+        return -(-rows // self.group_size(rows))
+
+    def check_batch_size(self, batch_size: int, where: str = "fit") -> None:
+        """Refuses a ``microbatches`` that does not divide ``batch_size`` (as TensorFlow
+        Privacy does): the batches would not make ``microbatches`` equal groups.
+
+        Raises:
+          ConfigError: naming both numbers and the nearest divisors.
+        """
+        m = self.microbatches
+        if m is None or batch_size % m == 0:
+            return
+        below = max(d for d in range(1, min(m, batch_size) + 1) if batch_size % d == 0)
+        raise errors.ConfigError(
+            f"{where}: DPSGD(microbatches={m}) must divide batch_size={batch_size} (each full batch is "
+            f"cut into microbatches={m} equal groups); received {batch_size} % {m} = {batch_size % m}; "
+            f"use e.g. microbatches={below} or a batch_size that is a multiple of {m}")
 
     def effective_noise(self, batch_size: int) -> float:
         """The noise multiplier relative to the step's sensitivity: ``sigma`` when each group
-        holds one example, ``sigma / 2`` for microbatches of several (sensitivity ``2C``)."""
-        return self.noise_multiplier if self.groups(batch_size) >= batch_size else self.noise_multiplier / 2
+        holds one example, ``sigma / 2`` for microbatches of several (sensitivity ``2C``).
+
+        ``batch_size`` is the nominal (largest) batch: smaller batches make groups no larger."""
+        return self.noise_multiplier if self.group_size(batch_size) == 1 else self.noise_multiplier / 2
 
     def epsilon(self, n: int, batch_size: int, epochs: float, delta: float | None = None) -> float:
         """The epsilon of ``epochs`` epochs over ``n`` examples in batches of ``batch_size``
@@ -87,62 +145,28 @@ class DPSGD:
         ``delta`` (default: ``self.delta``). Needs ``dp-accounting``.
 
         Example: ``DPSGD(1.0, 1.1).epsilon(60000, 256, 60)``.
-        """
-        from kerax.privacy.accountant import compute_epsilon
 
-        if not isinstance(n, int) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+        Raises:
+          ConfigError: values out of range, or ``microbatches`` not dividing ``batch_size``.
+
+        Warns:
+          UserWarning: ``delta >= 1 / n`` (such a delta allows leaking whole examples).
+        """
+        from kerax.privacy.accountant import compute_epsilon, delta_warning
+
+        if not _integer(n) or not _integer(batch_size) or not 1 <= batch_size <= n:
             raise errors.ConfigError(
                 f"DPSGD.epsilon: expected ints 1 <= batch_size <= n; received n={n!r}, batch_size={batch_size!r}")
         if not _number(epochs) or epochs < 0:
             raise errors.ConfigError(f"DPSGD.epsilon: epochs must be a number >= 0; received {epochs!r}")
+        n, batch_size = int(n), int(batch_size)
+        self.check_batch_size(batch_size, "DPSGD.epsilon")
+        delta = self.delta if delta is None else delta
+        message = delta_warning(delta, n)
+        if message:
+            warnings.warn(message, stacklevel=2)
         steps = int(math.ceil(epochs * math.ceil(n / batch_size)))
-        return compute_epsilon(steps, self.effective_noise(batch_size), batch_size / n,
-                               self.delta if delta is None else delta)
-
-
-def _children(layer: Any) -> list[tuple[str, Any]]:
-    """A layer's sub-layers with their names (containers, facades, wrappers)."""
-    core = getattr(layer, "core", None)
-    if isinstance(core, Layer) and core is not layer:
-        return [("", core)]
-    out = []
-    kids = getattr(layer, "layers", None)
-    if isinstance(kids, (list, tuple)):
-        namer = getattr(layer, "layer_name", None)
-        names = getattr(layer, "names", None)
-        for i, child in enumerate(kids):
-            if callable(namer):
-                out.append((namer(child), child))
-            elif isinstance(names, tuple) and len(names) == len(kids):
-                out.append((names[i], child))
-    if dataclasses.is_dataclass(layer):
-        for f in dataclasses.fields(layer):
-            value = getattr(layer, f.name, None)
-            if isinstance(value, Layer):  # wrappers: TimeDistributed, Bidirectional, ...
-                out.append((value.name or snake_case(type(value).__name__), value))
-    return out
-
-
-def check_model(model: Any) -> None:
-    """Refuses models whose layers mix the examples of a batch (BatchNormalization).
-
-    Raises:
-      ConfigError: naming the first such layer and what to use instead.
-    """
-    from kerax.layers.normalization import BatchNormalization
-
-    todo, seen = [("", model)], set()
-    while todo:
-        path, layer = todo.pop(0)
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, BatchNormalization):
-            raise errors.ConfigError(
-                f"DP-SGD cannot train layer {path!r} (BatchNormalization): its batch statistics "
-                "mix the examples of a batch, so one example's gradient is not defined and the "
-                "moving statistics would leak data; use GroupNormalization or LayerNormalization")
-        todo.extend((f"{path}/{name}" if path and name else name or path, child) for name, child in _children(layer))
+        return compute_epsilon(steps, self.effective_noise(batch_size), batch_size / n, delta)
 
 
 def check_config(dp: Any, model: Any, distribute: Any = None) -> None:
@@ -194,7 +218,10 @@ def dp_value_and_grad(dp: DPSGD, model: Any, loss_fn: LossFn, params: Any, state
     """
     b = int(jax.tree.leaves(x)[0].shape[0])
     forward_key, noise_key = jax.random.split(rng)
-    g = grouped_grads(model, loss_fn, params, state, x, y, sample_weight, mask, forward_key, dp.groups(b))
+    # b may include data-parallel padding: grouped_grads groups the real rows (mask) only,
+    # so the groups are those of one device and never mix padding with real rows.
+    most = b if dp.microbatches is None else min(dp.microbatches, b)
+    g = grouped_grads(model, loss_fn, params, state, x, y, sample_weight, mask, forward_key, most)
     real = (jnp.sum(g.mask, axis=1) > 0).astype(jnp.float32)  # groups with at least one real row
     summed = clip_and_aggregate(g.grads, dp.l2_norm_clip, real)
     if dp.noise_multiplier > 0:

@@ -8,7 +8,8 @@ A ``.kerax`` file is a zip archive (members stored or deflated) holding exactly:
 * ``config.json``: ``{"class_name": <registered name>, "config": model.get_config()}``;
 * ``model.weights.safetensors``: params and state keyed by weight path
   (:mod:`kerax.saving.weights`);
-* optionally ``compile.json`` (optimizer, loss and metrics configs) and
+* optionally ``compile.json`` (optimizer, loss and metrics configs, and the ``DPSGD``
+  settings of ``compile(dp=...)``) and
   ``optimizer.safetensors`` (the train state's ``opt_state`` leaves keyed by their tree
   path, plus ``step`` and the rng key data), so a loaded model continues training with the
   identical next step.
@@ -343,7 +344,19 @@ def _compile_args(path: Any, members: dict) -> tuple[Any, dict]:
     for key in ("steps_per_execution", "on_nan", "max_consecutive_nonfinite", "scan_layers"):
         if key in conf:
             kwargs[key] = conf[key]
+    if conf.get("dp") is not None:  # files without it (no DP, or older kerax) compile without dp
+        kwargs["dp"] = _dp_config(conf["dp"], where)
     return optimizer, kwargs
+
+
+def _dp_config(value: Any, where: str) -> Any:
+    """The saved ``DPSGD`` (plain numbers; the accountant's ledger is not saved)."""
+    from kerax.privacy import DPSGD
+
+    try:
+        return DPSGD.from_config(value)
+    except errors.ConfigError as e:
+        raise errors.CorruptFileError(f"{where}: malformed dp setting ({e.message})") from None
 
 
 # Optimizer-state leaves that files from earlier kerax versions hold and current ones do not:

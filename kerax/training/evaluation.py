@@ -111,6 +111,7 @@ def evaluate(model: Any, x: Any = None, y: Any = None, batch_size: int | None = 
              callbacks: list | None = None, return_dict: bool = False) -> Any:
     """Keras's ``evaluate``: the loss, or ``[loss, *metrics]``, or a dict."""
     compiled = setup.require_compiled(model, "evaluate")
+    setup.check_steps("steps", steps)
     data = setup.prepare(model, x, y, sample_weight, None, "x")
     first = data if isinstance(data, ArrayData) else data.peek()
     setup.build_if_needed(model, first.x, None)
@@ -149,6 +150,9 @@ def predict(model: Any, x: Any, batch_size: int | None = None, verbose: Any = "a
     """Keras's ``predict``: outputs as NumPy arrays (same structure as the model's)."""
     from kerax.data import as_data
 
+    setup.check_steps("steps", steps)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise errors.ConfigError(f"batch_size must be a positive int; received {batch_size!r}")
     data = as_data(x, None, None, name="x", expand=setup.expand_rank1(model))
     batch_size = batch_size or 32
     if isinstance(data, IterableData):

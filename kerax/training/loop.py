@@ -194,6 +194,9 @@ class _Trainer:
         self.join_compile()
         ts, mstate, token = self.step.run(self.ts, mstate, data, idx, mask)
         self.ts, self.token = ts, token
+        # Counted on the host as soon as the execution is dispatched: the privacy ledger
+        # must count these steps even if fit stops before the train state can be read.
+        self.model._steps_executed = getattr(self.model, "_steps_executed", 0) + k
         if token is None:  # the packed metric state, not donated, is the small output to wait on
             token = mstate.vectors[0]
         if self.dp is None:
@@ -203,6 +206,18 @@ class _Trainer:
             self.callbacks.on_train_batch_end(self.batch, setup.host_logs(self.step.compute(mstate)))
         self.batch += k
         return mstate
+
+    def keep_train_state(self) -> None:
+        """After an error mid-epoch under ``distribute``: the model takes the newest train
+        state, as it does after every execution without ``distribute``. The one it held since
+        the epoch began was donated to the first step (its arrays are deleted)."""
+        ts = getattr(self, "ts", None)
+        if self.dp is None or ts is None:
+            return
+        if any(getattr(a, "is_deleted", lambda: False)() for a in jax.tree.leaves(ts)):
+            return  # the error came from a step that had taken it: nothing newer is left
+        self.model._ts = self.dp.unreplicate(ts)
+        self.model._live = True
 
     def join_compile(self) -> None:
         """Waits for the precompile thread, if any: before the first step, and when ``fit``
@@ -323,13 +338,8 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
         validation_freq: int = 1, seed: int | None = None, check_finite_inputs: bool = False) -> History:
     """Keras's ``fit``; see ``Model.fit``."""
     compiled = setup.require_compiled(model, "fit")
-    batch_size = 32 if batch_size is None else batch_size
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise errors.ConfigError(f"batch_size must be a positive int; received {batch_size!r}")
-    if not isinstance(epochs, int) or epochs < 0 or initial_epoch < 0:
-        raise errors.ConfigError(f"epochs and initial_epoch must be non-negative ints; received {epochs!r}, {initial_epoch!r}")
-    if steps_per_epoch is not None and (not isinstance(steps_per_epoch, int) or steps_per_epoch < 1):
-        raise errors.DataError(f"steps_per_epoch must be a positive int; received {steps_per_epoch!r}")
+    batch_size = setup.check_fit_args(batch_size, epochs, initial_epoch, steps_per_epoch, validation_steps,
+                                      validation_freq, seed)
     seed = default_seed() if seed is None else int(seed)
     data = setup.prepare(model, x, y, sample_weight, class_weight, "x")
     val = None
@@ -410,6 +420,9 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
                 break
         cbs.on_train_end(logs)
         return history
+    except BaseException:
+        trainer.keep_train_state()
+        raise
     finally:
         trainer.join_compile()
 

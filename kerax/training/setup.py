@@ -51,7 +51,46 @@ class CompileConfig:
             "loss_weights": self.loss_weights,
             "steps_per_execution": self.steps_per_execution,
             **({"scan_layers": True} if self.scan_layers else {}),  # absent when off: older files unchanged
+            # DP-SGD's four numbers: a loaded model keeps training privately (absent without dp).
+            **({"dp": self.dp.get_config()} if self.dp is not None else {}),
         }
+
+
+def check_steps(name: str, steps: Any) -> None:
+    """A count of batches (``steps_per_epoch``, ``validation_steps``, ``steps``): None or an
+    int >= 1 (0 or -1 would silently run nothing, or drop the last batch).
+
+    Raises:
+      DataError: naming the argument and the received value.
+    """
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise errors.DataError(f"{name} must be a positive int; received {steps!r}")
+
+
+def check_fit_args(batch_size: Any, epochs: Any, initial_epoch: Any, steps_per_epoch: Any,
+                   validation_steps: Any, validation_freq: Any, seed: Any) -> int:
+    """``fit``'s counts and seed, refused before anything runs (plain and ``ensemble=N``
+    alike); returns the batch size (32 for None, as Keras).
+
+    Raises:
+      DataError: a step count that is not a positive int.
+      ConfigError: ``batch_size`` not a positive int, ``epochs`` / ``initial_epoch``
+        negative, ``validation_freq`` not a positive int, ``seed`` not a non-negative int.
+    """
+    batch_size = 32 if batch_size is None else batch_size
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise errors.ConfigError(f"batch_size must be a positive int; received {batch_size!r}")
+    if not isinstance(epochs, int) or epochs < 0 or initial_epoch < 0:
+        raise errors.ConfigError(f"epochs and initial_epoch must be non-negative ints; received {epochs!r}, {initial_epoch!r}")
+    check_steps("steps_per_epoch", steps_per_epoch)
+    check_steps("validation_steps", validation_steps)
+    if isinstance(validation_freq, bool) or not isinstance(validation_freq, int) or validation_freq < 1:
+        raise errors.ConfigError(f"validation_freq must be a positive int (validate every that many epochs); "
+                                 f"received validation_freq={validation_freq!r}")
+    # The epoch shuffles draw from np.random.default_rng([seed, epoch]), which takes no negatives.
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise errors.ConfigError(f"seed must be a non-negative int; received seed={seed!r}")
+    return batch_size
 
 
 def require_compiled(model: Any, what: str) -> CompileConfig:

@@ -15,15 +15,28 @@ from kerax.training.callbacks.base import Callback
 _MAX_WORDS = ("acc", "auc", "precision", "recall", "f1", "fmeasure")
 
 
+def resolve_mode(monitor: str, mode: str, who: str) -> str:
+    """``"min"`` or ``"max"``: whether a smaller or a larger ``monitor`` is better.
+
+    ``mode="auto"`` picks "max" for accuracy-like names (``_MAX_WORDS``, not losses), else
+    "min". Every caller that ranks a logged quantity uses this, so that they all agree.
+
+    Raises:
+      ConfigError: ``mode`` is not "auto", "min" or "max" (``who`` names the caller).
+    """
+    if mode not in ("auto", "min", "max"):
+        raise errors.ConfigError(f"{who}: mode must be 'auto', 'min' or 'max'; received {mode!r}")
+    if mode == "auto":
+        return "max" if any(w in monitor for w in _MAX_WORDS) and "loss" not in monitor else "min"
+    return mode
+
+
 class _Monitor(Callback):
     """Tracks the best value of ``monitor`` with ``mode`` ("min", "max" or "auto")."""
 
     def __init__(self, monitor: str, mode: str, min_delta: float) -> None:
         super().__init__()
-        if mode not in ("auto", "min", "max"):
-            raise errors.ConfigError(f"{type(self).__name__}: mode must be 'auto', 'min' or 'max'; received {mode!r}")
-        if mode == "auto":
-            mode = "max" if any(w in monitor for w in _MAX_WORDS) and "loss" not in monitor else "min"
+        mode = resolve_mode(monitor, mode, type(self).__name__)
         self.monitor, self.mode, self.min_delta = monitor, mode, abs(float(min_delta))
         self.best = math.inf if mode == "min" else -math.inf
 
