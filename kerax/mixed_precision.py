@@ -118,7 +118,10 @@ def effective(layer: Any, inherited: str | None) -> str | None:
 
 
 def cast_floating(tree: Any, dtype: Any) -> Any:
-    """``tree`` with every floating array cast to ``dtype`` (ints, bools, keys untouched)."""
+    """``tree`` with every floating array cast to ``dtype`` (ints, bools, keys untouched; dict
+    keys keep their order, which is Keras's weight order)."""
+    from kerax.core.order import in_order_of
+
     dtype = jnp.dtype(dtype)
 
     def cast(a: Any) -> Any:
@@ -126,7 +129,7 @@ def cast_floating(tree: Any, dtype: Any) -> Any:
             return jnp.asarray(a).astype(dtype)
         return a
 
-    return jax.tree.map(cast, tree)
+    return in_order_of(jax.tree.map(cast, tree), tree)
 
 
 def autocast(layer: Any, inherited: str | None, params: Any, x: Any) -> tuple[Any, Any, Any]:

@@ -207,6 +207,24 @@ def test_full_low_precision_policies_store_weights_in_that_dtype():
 # -- config and saving ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("policy", ["bfloat16", "float16"])
+def test_full_low_precision_policies_keep_keras_weight_order(policy):
+    """get_weights / set_weights list gamma before beta (Keras's creation order) under every
+    policy; casting the weights used to sort the keys, which swapped them silently."""
+    def build(p):
+        m = kx.Sequential([kx.Input((3,)), layers.Dense(3), layers.BatchNormalization()], dtype_policy=p)
+        m.build(seed=0)
+        return m
+
+    model = build(policy)
+    values = [np.full(a.shape, i + 1, np.float32) for i, a in enumerate(build(None).get_weights())]
+    model.set_weights(values)  # kernel, bias, gamma, beta, moving_mean, moving_variance
+    bn = model.params["batch_normalization"]
+    np.testing.assert_array_equal(np.asarray(bn["gamma"], np.float32), 3.0)
+    np.testing.assert_array_equal(np.asarray(bn["beta"], np.float32), 4.0)
+    assert [float(np.asarray(a, np.float32).ravel()[0]) for a in model.get_weights()] == [1, 2, 3, 4, 5, 6]
+
+
 def test_config_round_trip_and_none_is_left_out():
     assert "dtype_policy" not in layers.Dense(3).get_config()
     assert "dtype_policy" not in kx.Sequential([layers.Dense(3)]).get_config()

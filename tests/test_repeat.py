@@ -291,6 +291,84 @@ def test_weights_move_from_the_unrolled_model(tmp_path):
     np.testing.assert_allclose(m.predict(X, verbose=0), unrolled.predict(X, verbose=0), rtol=1e-5, atol=1e-6)
 
 
+def _unrolled_and_repeat(make_block, head, tail=(), policy=None, n=2):
+    """The same stack unrolled (a Sequential of blocks block_0 ..) and as a Repeat, between
+    ``head`` and ``tail`` layers, with the unrolled model's weights in both (per-block names:
+    set_weights moves them)."""
+    def build(mid):
+        m = kx.Sequential([*head(), mid, *[make() for make in tail], layers.Dense(1, dtype="float32")],
+                          dtype_policy=policy)
+        m.build(seed=0)
+        return m
+
+    unrolled = build(kx.Sequential([make_block(f"block_{i}") for i in range(n)], name="repeat"))
+    rep = build(layers.Repeat(make_block(None), n, name="repeat"))
+    rep.set_weights(unrolled.get_weights())
+    return unrolled, rep
+
+
+def _attention_block(name):
+    inp = kx.Input((5, 4))
+    return kx.Model(inp, layers.Add()([inp, layers.MultiHeadAttention(2, 2)(inp)]), name=name)
+
+
+@pytest.mark.parametrize("make_block", [lambda name: layers.LSTM(4, return_sequences=True, name=name),
+                                        _attention_block], ids=["lstm", "attention"])
+def test_a_padding_mask_goes_through_every_copy_and_out(make_block):
+    """Embedding(mask_zero=True) before the Repeat: every copy and the LSTM after it see the
+    mask, as in the unrolled stack (the Repeat used to drop it, silently)."""
+    head = lambda: [kx.Input((5,), dtype="int32"), layers.Embedding(10, 4, mask_zero=True)]
+    unrolled, rep = _unrolled_and_repeat(make_block, head, tail=[lambda: layers.LSTM(3)])
+    x = np.array([[3, 5, 0, 0, 0], [1, 2, 3, 4, 0]], np.int32)
+    want = unrolled.predict(x, verbose=0)
+    np.testing.assert_allclose(rep.predict(x, verbose=0), want, rtol=1e-5, atol=1e-7)
+    # The mask is in effect: the padded steps' embeddings do not reach the output.
+    emb = rep.params["embedding"]["embeddings"]
+    rep.set_weights([np.asarray(w) + (np.arange(10)[:, None] == 0) * 5.0 if w.shape == emb.shape else w
+                     for w in rep.get_weights()])
+    np.testing.assert_allclose(rep.predict(x, verbose=0), want, rtol=1e-5, atol=1e-7)
+
+
+def test_a_block_that_creates_a_mask_is_refused():
+    inp = kx.Input((3, 4))
+    block = kx.Model(inp, layers.Masking(0.0)(inp))
+    model = kx.Sequential([kx.Input((3, 4)), layers.Repeat(block, 2)])
+    with pytest.raises(errors.ShapeError, match=r"'repeat' \(Repeat\): the block .* creates a padding mask "
+                                                r"\(shape \(1, 3\)\); .*put the masking layer before the Repeat"):
+        model.build(seed=0)
+
+
+def test_names_ending_like_a_stack_are_refused():
+    """'proj_*' would read as a Repeat's stacked weights: get_weights crashed and files lost a row."""
+    with pytest.raises(errors.ConfigError, match=r"name must not end in '_\*'.*received name='proj_\*'"):
+        layers.Dense(3, name="proj_*")
+
+
+def test_float32_blocks_in_a_mixed_model_are_not_rounded_between_copies():
+    """Blocks that keep their own float32 policy inside a mixed_bfloat16 model run in float32
+    unrolled; Repeat and scan_layers used to round the stream to bfloat16 between copies."""
+    def block(name, width=W):
+        inp = kx.Input((width,))
+        return kx.Model(inp, layers.Add()([inp, layers.Dense(width, activation="tanh")(inp)]), name=name,
+                        dtype_policy="float32")
+
+    unrolled, rep = _unrolled_and_repeat(block, lambda: [kx.Input((W,))], policy="mixed_bfloat16", n=3)
+    reference, _ = _unrolled_and_repeat(block, lambda: [kx.Input((W,))], n=3)
+    reference.set_weights(unrolled.get_weights())
+    want = reference.predict(X, verbose=0)
+    np.testing.assert_allclose(unrolled.predict(X, verbose=0), want, rtol=1e-6)
+    np.testing.assert_allclose(rep.predict(X, verbose=0), want, rtol=1e-6)
+
+    pinned = kx.Sequential([kx.Input((W,)), layers.Dense(W)]
+                           + [layers.Dense(W, activation="tanh", dtype_policy="float32") for _ in range(3)]
+                           + [layers.Dense(1, dtype="float32")], dtype_policy="mixed_bfloat16")
+    pinned.build(seed=0)
+    scanned = scan_layers(pinned)
+    assert scanned.runs == ((1, 4),)
+    np.testing.assert_allclose(np.asarray(scanned.apply(pinned.params, pinned.state, X)[0], np.float32),
+                               np.asarray(pinned.apply(pinned.params, pinned.state, X)[0], np.float32), rtol=1e-6)
+
+
 def test_summary_counts_every_block():
     m = _model()
     lines = []
@@ -323,6 +401,30 @@ def test_scan_layers_finds_the_run_and_matches_unrolled():
     # not identical layers: no runs
     mixed = kx.Sequential([kx.Input((16,)), layers.Dense(16), layers.Dense(16, activation="relu")])
     assert scan_layers(mixed) is mixed
+
+
+def test_scan_layers_scans_the_rest_when_the_first_layer_changes_the_width():
+    """Input(8) -> Dense(16) x 5: the first kernel is (8, 16), the others (16, 16); layers
+    1-4 are scanned (the whole run used to be left unrolled)."""
+    m = kx.Sequential([kx.Input((8,))] + [layers.Dense(16, activation="tanh") for _ in range(5)])
+    m.build(seed=0)
+    fast = scan_layers(m)
+    x = np.random.default_rng(1).normal(size=(3, 8)).astype(np.float32)
+    jaxpr = str(jax.make_jaxpr(lambda p: fast.apply(p, {}, x)[0])(m.params))
+    assert jaxpr.count("scan[") == 1 and jaxpr.count("dot_general") == 2  # layer 0, then one in the scan
+    _close(fast.apply(m.params, {}, x)[0], m.apply(m.params, {}, x)[0])
+
+
+def test_scan_layers_scans_blocks_with_dropout_in_training():
+    """Dropout needs a key: the run is scanned in the training step too, with each block's
+    own key, so the output equals the unrolled model's exactly."""
+    block = lambda: kx.Sequential([layers.Dense(W, activation="relu"), layers.Dropout(0.5)])
+    m = kx.Sequential([kx.Input((W,))] + [block() for _ in range(4)])
+    m.build(seed=0)
+    fast = scan_layers(m)
+    run = lambda model, p: model.apply(p, m.state, X, training=True, rng=jax.random.key(3))[0]
+    assert str(jax.make_jaxpr(lambda p: run(fast, p))(m.params)).count("scan[") == 1
+    np.testing.assert_array_equal(run(fast, m.params), run(m, m.params))
 
 
 def test_fit_with_scan_layers_equals_unrolled():

@@ -301,11 +301,17 @@ class Layer:
 
 
 def check_name(who: str, name: Any) -> None:
-    """Layer names are non-empty strings without '/' (the weight-path separator)."""
+    """Layer names are non-empty strings without '/' (the weight-path separator), not ending
+    in ``_*`` (the key of a ``Repeat``'s stacked weights, :mod:`kerax.core.scan`)."""
     if name is not None and (not isinstance(name, str) or not name or "/" in name):
         raise errors.ConfigError(
             f"{who}: name must be a non-empty string without '/' (it separates nested "
             f"layers in weight paths); received name={name!r}"
+        )
+    if isinstance(name, str) and name.endswith("_*"):
+        raise errors.ConfigError(
+            f"{who}: name must not end in '_*' (it marks a Repeat's stacked weights in weight "
+            f"trees); received name={name!r}"
         )
 
 

@@ -181,6 +181,10 @@ class _ScannedChain(Chain):
                 x = _scan(params, new_state, x, names[i:stop], layers[i], keys, training, extra)
                 i = stop
                 continue
+            if stop is not None and stop - i > 2:
+                # The rest may fit where the first does not (Dense(16) x 5 after an input of
+                # width 8: the first kernel is (8, 16), the others (16, 16)).
+                starts[i + 1] = stop
             x, mask = self._run_child(names[i], layers[i], params, new_state, calls, x, mask, rng, training, extra)
             i += 1
         return x, new_state, mask
@@ -191,6 +195,16 @@ def _scan(params: dict, new_state: dict, x: Any, names: list, layer: Layer, keys
     """Runs the layers ``names`` (all like ``layer``) by one scan; writes their new states."""
     p = stack_trees([params.get(n, {}) for n in names])
     s = stack_trees([new_state.get(n, {}) for n in names])
+    # The carry takes the layers' output dtype once, up front: a run kept in float32 inside a
+    # mixed model must not be rounded to the input's bfloat16 between layers (the unrolled
+    # run is not); casting the run's input is what its first layer does anyway.
+    one = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), t)
+    with naming.scope(names[0], layer):
+        out = jax.eval_shape(
+            lambda p_i, s_i, h, k: layer.apply_masked(p_i, s_i, h, None, rng=k, training=training, **extra)[0],
+            one(p), one(s), jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), x),
+            None if keys is None else keys[0])
+    x = jax.tree.map(lambda a, o: a.astype(o.dtype) if jnp.issubdtype(o.dtype, jnp.floating) else a, x, out)
 
     def body(h, xs):
         p_i, s_i, k_i = xs
@@ -249,8 +263,9 @@ def _run_fits(chain: Any, params: dict, state: dict, x: Any, start: int, stop: i
         return False
     layer = chain.layers[start]
     try:
+        # A key, so layers that draw (Dropout) fit in the training step too.
         out = jax.eval_shape(
-            lambda p, s, a: layer.apply(p, s, a, training=training)[0],
+            lambda p, s, a: layer.apply(p, s, a, rng=jax.random.key(0), training=training)[0],
             params.get(first, {}), state.get(first, {}), x,
         )
     except Exception:  # noqa: BLE001 - the unrolled path will raise the real error

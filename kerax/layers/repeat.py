@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from kerax import errors, mixed_precision
 from kerax.core import naming, specs
 from kerax.core.layer import AUX_LOSS, Layer
+from kerax.core.order import in_order_of
 from kerax.core.scan import index_keys, stack_size, stacked_key
 from kerax.core.sequential import output_spec
 
@@ -45,15 +46,6 @@ def _split_aux(tree: Any) -> tuple[Any, Any]:
         if part is not None:
             total = part if total is None else total + part
     return out, total
-
-
-def _reorder(tree: Any, like: Any) -> Any:
-    """``tree`` with its dicts' keys in ``like``'s order (Keras weight order is creation order)."""
-    if isinstance(tree, dict) and isinstance(like, dict):
-        return {k: _reorder(tree[k], like[k]) for k in like}
-    if isinstance(tree, (tuple, list)) and isinstance(like, (tuple, list)):
-        return type(tree)(_reorder(t, l) for t, l in zip(tree, like))
-    return tree
 
 
 def _shapes(tree: Any) -> Any:
@@ -131,7 +123,7 @@ class Repeat(Layer):
             return out
 
         params, state = jax.vmap(init_one)(keys)
-        params, state = _reorder((params, state), order[0])
+        params, state = in_order_of((params, state), order[0])
         state, aux = _split_aux(state)
         out_p = {STACKED: params} if params else {}
         out_s = {STACKED: state} if state else {}
@@ -150,18 +142,31 @@ class Repeat(Layer):
             )
 
     def apply(self, params, state, x, *, rng=None, training=False):
-        return self._run(params, state, x, rng, training, None)
+        return self._run(params, state, x, None, rng, training, None)[:2]
 
     def apply_masked(self, params, state, x, mask, *, rng=None, training=False, dtype_policy=None):
         """Under a dtype policy the block runs as a container's child would (the policy
-        handed down), with the carry in the policy's compute dtype."""
+        handed down), with the carry in the policy's compute dtype. A mask (padding) goes
+        into every copy with the carry, and the last copy's mask comes out, as in the
+        unrolled stack."""
         policy = mixed_precision.effective(self, dtype_policy)
         if policy is not None:
-            x = mixed_precision.cast_floating(x, mixed_precision.Policy(policy).compute_dtype)
-        y, new_state = self._run(params, state, x, rng, training, policy)
-        return y, new_state, None
+            x = mixed_precision.cast_floating(x, self._carry_dtype(params, state, x, policy))
+        return self._run(params, state, x, mask, rng, training, policy)
 
-    def _run(self, params, state, x, rng, training, policy):
+    def _carry_dtype(self, params: Any, state: Any, x: Any, policy: str) -> Any:
+        """The dtype the copies hand each other under ``policy``: the block's output dtype
+        (the policy's compute dtype, or float32 for a block that keeps its own float32
+        policy inside a mixed model, which the unrolled stack would not round either)."""
+        one = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), t)
+        p, s = one(params.get(STACKED, {})), one(state.get(STACKED, {}))
+        run = lambda p, s, a: self.block.apply_masked(p, s, a, None, dtype_policy=policy)[0]
+        with naming.scope(f"{BLOCK}_0", self.block):
+            out = jax.eval_shape(run, p, s, specs.to_spec(x))
+        floats = [a.dtype for a in jax.tree.leaves(out) if jnp.issubdtype(a.dtype, jnp.floating)]
+        return floats[0] if floats else mixed_precision.Policy(policy).compute_dtype
+
+    def _run(self, params, state, x, mask, rng, training, policy):
         block = self.block
         extra = {} if policy is None else {"dtype_policy": policy}
         p, s = params.get(STACKED, {}), state.get(STACKED, {})
@@ -173,21 +178,41 @@ class Repeat(Layer):
             out = output_spec(block, one(p), one(s), x_spec)
         self._check_same(x_spec, out)
 
-        def body(h, xs):
+        def body(carry, xs):
+            h, m = carry
             p_i, s_i, k_i = xs
-            y, s_new, _ = block.apply_masked(p_i, s_i, h, None, rng=k_i, training=training, **extra)
-            return jax.tree.map(lambda a, b: a.astype(b.dtype), y, h), _split_aux(s_new)
+            y, s_new, m_out = block.apply_masked(p_i, s_i, h, m, rng=k_i, training=training, **extra)
+            m_out = self._same_mask(m, m_out)
+            return (jax.tree.map(lambda a, b: a.astype(b.dtype), y, h), m_out), _split_aux(s_new)
 
         if self.remat:
             body = jax.checkpoint(body)
         keys = index_keys(rng, BLOCK, self.n)
-        y, (new_s, aux) = jax.lax.scan(body, x, (p, s, keys), length=self.n)
+        (y, mask), (new_s, aux) = jax.lax.scan(body, (x, mask), (p, s, keys), length=self.n)
         new_state = dict(state)
         if new_s:
             new_state[STACKED] = new_s
         if aux is not None:
             new_state[AUX_LOSS] = jnp.sum(aux)
-        return y, new_state
+        return y, new_state, mask
+
+    def _same_mask(self, mask: Any, out: Any) -> Any:
+        """The block's output mask, which the next copy takes: it must be a mask like its
+        input's (a block that drops, reshapes or creates one cannot be scanned)."""
+        if mask is None and out is None:
+            return None
+        show = lambda t: jax.tree.map(lambda a: errors.fmt_shape(a.shape), t)
+        block = f"the block {self.block_name!r} ({type(self.block).__name__})"
+        if mask is None:
+            raise self._error(errors.ShapeError, f"{block} creates a padding mask (shape {show(out)}); a Repeat "
+                              "only carries a mask it receives: put the masking layer before the Repeat")
+        if out is None or jax.tree.structure(out) != jax.tree.structure(mask) or _shapes(out) != _shapes(mask):
+            raise self._error(
+                errors.ShapeError,
+                f"{block} must hand on the padding mask it receives, unchanged in shape, to be repeated; "
+                f"expected an output mask of shape {show(mask)}, received {None if out is None else show(out)}",
+            )
+        return jax.tree.map(lambda a, b: a.astype(b.dtype), out, mask)
 
     def penalty(self, params):
         stacked = params.get(STACKED, {})
