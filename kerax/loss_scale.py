@@ -155,17 +155,17 @@ def current_scale(opt_state: Any) -> jax.Array | None:
         gradients would underflow to 0 unnoticed), and the transformations before it would
         see scaled gradients.
     """
-    if isinstance(opt_state, LossScaleState):
-        return opt_state.scale
     is_scaler = lambda s: isinstance(s, LossScaleState)  # noqa: E731
-    if any(is_scaler(s) for s in jax.tree.leaves(opt_state, is_leaf=is_scaler)):
+    inner = opt_state.inner_state if is_scaler(opt_state) else opt_state
+    # Also under an outer one: compile wraps the optimizer of a mixed_float16 model again.
+    if any(is_scaler(s) for s in jax.tree.leaves(inner, is_leaf=is_scaler)):
         raise errors.ConfigError(
             "LossScaleOptimizer must be the outermost optimizer: it was found nested inside "
             "another transformation (optax.chain, MultiSteps, ...), where the loss is never "
             "scaled. Wrap the whole optimizer instead: "
             "LossScaleOptimizer(optax.chain(clip, optimizer))"
         )
-    return None
+    return opt_state.scale if is_scaler(opt_state) else None
 
 
 def scaled_value_and_grad(loss_fn: Callable[[Any], tuple[Any, Any]], params: Any,

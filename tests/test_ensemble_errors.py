@@ -53,8 +53,8 @@ def test_fit_step_counts_must_be_positive_ints_as_in_plain_fit(name, value):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(validation_freq=0), r"validation_freq must be a positive int .*received validation_freq=0$"),
     (dict(validation_freq=1.5), r"validation_freq must be a positive int .*received validation_freq=1.5$"),
-    (dict(seed=-1), r"seed must be a non-negative int; received seed=-1$"),
-    (dict(seed="0"), r"seed must be a non-negative int; received seed='0'$"),
+    (dict(seed=-1), r"seed must be a non-negative int when shuffling; received seed=-1$"),
+    (dict(seed="0"), r"seed must be a whole number; received seed='0'$"),
 ])
 def test_fit_validation_freq_and_seed_errors(kwargs, match):
     x, y = _data()

@@ -404,6 +404,10 @@ def test_a_nested_loss_scale_optimizer_is_refused(wrap):
     ts = kx.TrainState.create(model, params, state, wrap(LossScaleOptimizer(optax.sgd(0.1))), rng=0)
     with pytest.raises(errors.ConfigError, match=r"must be the outermost optimizer.*LossScaleOptimizer\(optax.chain"):
         kx.make_train_step(model, loss="mse")(ts, (x, t))
+    # compile wraps a mixed_float16 model's optimizer in one more: the nested one is still found.
+    model.compile(optimizer=wrap(LossScaleOptimizer(optax.sgd(0.1))), loss="mse")
+    with pytest.raises(errors.ConfigError, match=r"must be the outermost optimizer"):
+        model.fit(x, t, epochs=1, verbose=0)
 
 
 def test_gradients_of_float16_weights_are_unscaled_in_float32():

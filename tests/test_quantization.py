@@ -175,13 +175,63 @@ def test_quantized_layer_config_round_trips_through_the_registry():
     assert type(again.layer) is layers.Dense and again.layer.units == 3 and again.layer.activation == "tanh"
 
 
-def test_a_config_without_scale_format_is_refused_not_misread():
-    """kerax 0.1.0 before 2026-11-29 stored max|w| / 127, the reciprocal of today's scales."""
-    config = json.loads(json.dumps(QuantizedDense(layer=layers.Dense(3), name="head").get_config()))
-    assert config["scale_format"] == "keras"
-    del config["scale_format"]
-    with pytest.raises(errors.ConfigError, match=r"QuantizedDense 'head'.*max\|w\| / 127.*quantize the float model again"):
-        cfg.deserialize({"class_name": "QuantizedDense", "config": config})
+def _old_convention(blob: bytes) -> bytes:
+    """A weights blob as kerax wrote it before 2026-11-29: scales max|w| / 127, no marker."""
+    from safetensors.numpy import load, save
+    from safetensors import safe_open
+    import tempfile
+
+    tensors = load(blob)
+    with tempfile.NamedTemporaryFile(suffix=".safetensors") as f:
+        f.write(blob)
+        f.flush()
+        with safe_open(f.name, "numpy") as h:
+            meta = dict(h.metadata())
+    assert meta.pop("int8_scale") == "127/max"
+    old = {k: (1.0 / v).astype(v.dtype) if k.endswith("_scale") else v for k, v in tensors.items()}
+    return save(old, metadata=meta)
+
+
+def test_files_of_the_earlier_scale_convention_load_converted(tmp_path):
+    """Weights and model files written before the switch to Keras's convention held
+    max|w| / 127 and no int8_scale marker: they load converted, predicting as before."""
+    import zipfile
+
+    model = kx.Sequential([kx.Input(shape=(6,)), layers.Dense(5, activation="relu"), layers.Dense(3)])
+    model.build(seed=1)
+    q = kx.quantize(model)
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    want = q.predict(x, verbose=0)
+
+    q.save_weights(tmp_path / "new.safetensors")
+    (tmp_path / "old.safetensors").write_bytes(_old_convention((tmp_path / "new.safetensors").read_bytes()))
+    fresh = kx.quantize(model)
+    fresh.set_weights([np.zeros_like(w) for w in fresh.get_weights()])
+    fresh.load_weights(tmp_path / "old.safetensors")
+    np.testing.assert_allclose(fresh.predict(x, verbose=0), want, rtol=1e-6)
+
+    q.save(tmp_path / "new.kerax", include_optimizer=False)
+    with zipfile.ZipFile(tmp_path / "new.kerax") as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members["model.weights.safetensors"] = _old_convention(members["model.weights.safetensors"])
+    config = json.loads(members["config.json"])
+
+    def drop_format(tree):  # the wrappers' configs without the entry (as written before)
+        if isinstance(tree, dict):
+            return {k: drop_format(v) for k, v in tree.items() if k != "scale_format"}
+        return [drop_format(v) for v in tree] if isinstance(tree, list) else tree
+
+    members["config.json"] = json.dumps(drop_format(config)).encode()
+    assert b"scale_format" not in members["config.json"]
+    with zipfile.ZipFile(tmp_path / "old.kerax", "w") as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    np.testing.assert_allclose(kx.load_model(tmp_path / "old.kerax").predict(x, verbose=0), want, rtol=1e-6)
+
+
+def test_scale_format_other_than_keras_is_refused():
+    with pytest.raises(errors.ConfigError, match=r"scale_format must be 'keras'; received 'max/127'"):
+        QuantizedDense(layer=layers.Dense(3), scale_format="max/127")
 
 
 def test_int8_dense_weights_move_between_keras_and_kerax():

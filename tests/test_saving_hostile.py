@@ -70,8 +70,10 @@ _LIBRARIES = {"jax", "jaxlib", "numpy", "ml_dtypes", "safetensors", "optax", "sc
 def no_code(monkeypatch):
     """Unpickling, unmarshalling, eval/exec, extraction, or importing anything but the
     numeric libraries' own lazy modules during a load fails the test."""
-    # warm up: Python's own (lazy) imports use marshal and exec
+    # warm up: Python's own (lazy) imports use marshal and exec; kerax imports the module that
+    # merges a model build's random draws lazily (which load paths reach depends on the test).
     load_model(FIXTURES / "model_v1.kerax").predict(np.zeros((1, 4), np.float32), verbose=0)
+    importlib.import_module("kerax.core.merged_draws")
     real_import = importlib.import_module
 
     def boom(*a, **k):
@@ -435,8 +437,8 @@ def test_malformed_config_shapes(tmp_path):
 
 def test_metadata_is_checked(tmp_path):
     meta = json.loads(_members()["metadata.json"])
-    with pytest.raises(errors.IncompatibleCheckpointError, match="format version 2 is newer than this kerax reads \\(1"):
-        load_model(_with(tmp_path, metadata={**meta, "format_version": 2}))
+    with pytest.raises(errors.IncompatibleCheckpointError, match="format version 3 is newer than this kerax reads \\(2"):
+        load_model(_with(tmp_path, metadata={**meta, "format_version": 3}))
     with pytest.raises(errors.CorruptFileError, match="not a kerax model file \\(metadata format 'keras'"):
         load_model(_with(tmp_path, metadata={**meta, "format": "keras"}))
     with pytest.raises(errors.CorruptFileError, match="format_version must be a positive int; received '1'"):

@@ -96,8 +96,9 @@ def _axes(axes: tuple[int, ...], ndim: int) -> tuple[int, ...]:
 class _Quantized(Layer):
     """Base of the quantized wrappers (private: the registry skips ``_`` names).
 
-    ``scale_format`` records the scale convention in the config (``"keras"``: see the
-    module docs), so a file of another convention is refused rather than misread."""
+    ``scale_format`` names the scale convention (``"keras"``: see the module docs). Weight
+    files mark theirs too; those of the earlier convention are converted on load
+    (:func:`kerax.saving.weights.upgrade_int8_scales`)."""
 
     layer: Any = None
     scale_format: str = SCALE_FORMAT
@@ -127,19 +128,6 @@ class _Quantized(Layer):
         if self.scale_format != SCALE_FORMAT:
             raise self._error(errors.ConfigError,
                               f"scale_format must be {SCALE_FORMAT!r}; received {self.scale_format!r}")
-
-    @classmethod
-    def from_config(cls, config: dict, custom_objects: dict | None = None) -> "Layer":
-        """Rebuilds the wrapper; a config without ``scale_format`` is refused: kerax 0.1.0
-        before 2026-11-29 stored ``max|w| / 127``, the reciprocal of today's scales, and
-        reading them as today's would be silently wrong."""
-        if isinstance(config, dict) and "scale_format" not in config:
-            raise errors.ConfigError(
-                f"{cls.__name__} {config.get('name')!r}: this int8 model was saved by an earlier "
-                f"kerax whose kernel scales were max|w| / 127 (now 127 / max|w|, as in Keras); "
-                f"quantize the float model again with kx.quantize"
-            )
-        return super().from_config(config, custom_objects)
 
     @property
     def quantized_weights(self) -> Mapping[str, tuple[int, ...]]:

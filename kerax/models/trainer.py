@@ -137,8 +137,6 @@ class TrainingMethods:
         ``ensemble=N`` trains N independent members (member i as ``fit(seed=seed + i)``) in
         one compiled program; ``ensemble_hyperparams={"learning_rate": [...]}`` gives each
         its own optimizer hyperparameter. See :mod:`kerax.training.ensemble`."""
-        from kerax.training.loop import fit
-
         if ensemble is not None or ensemble_hyperparams is not None:
             from kerax.training import ensemble as members
 
@@ -146,10 +144,23 @@ class TrainingMethods:
                                callbacks, validation_split, validation_data, shuffle, class_weight,
                                sample_weight, initial_epoch, steps_per_epoch, validation_steps,
                                validation_batch_size, validation_freq, seed, check_finite_inputs)
+        return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle,
+                         class_weight, sample_weight, initial_epoch, steps_per_epoch, validation_steps,
+                         validation_batch_size, validation_freq, seed, check_finite_inputs)
+
+    def _fit(self, x: Any, y: Any, batch_size: Any, epochs: int, verbose: Any, callbacks: Any,
+             validation_split: float, validation_data: Any, shuffle: bool, class_weight: Any, sample_weight: Any,
+             initial_epoch: int, steps_per_epoch: Any, validation_steps: Any, validation_batch_size: Any,
+             validation_freq: int, seed: Any, check_finite_inputs: bool, whole_groups: bool = True) -> Any:
+        """A plain ``fit`` with DP-SGD's accounting. ``whole_groups``: refuse a ``microbatches``
+        that does not divide ``batch_size`` (``train_on_batch``'s one batch is not cut into
+        epochs' full batches, and takes the grouping rule as it comes)."""
+        from kerax.training.loop import fit
+
         dp = self._compiled.dp if self._compiled is not None else None
         b = 32 if batch_size is None else batch_size
-        if dp is not None and _in_memory(x) and isinstance(b, int) and b >= 1:  # else loop.fit refuses b
-            dp.check_batch_size(b)
+        if whole_groups and dp is not None and _in_memory(x) and isinstance(b, int) and b >= 1:
+            dp.check_batch_size(b)  # (a bad batch_size is loop.fit's to refuse)
         steps_before = getattr(self, "_steps_executed", 0)
         try:
             history = fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
@@ -202,8 +213,8 @@ class TrainingMethods:
     def train_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
                        class_weight: dict | None = None, return_dict: bool = False) -> Any:
         """One optimizer step on one batch; returns the batch's loss (and metrics)."""
-        history = self.fit(x, y, batch_size=_rows(x), epochs=1, verbose=0, shuffle=False,
-                           sample_weight=sample_weight, class_weight=class_weight)
+        history = self._fit(x, y, _rows(x), 1, 0, None, 0.0, None, False, class_weight, sample_weight, 0, None,
+                            None, None, 1, None, False, whole_groups=False)
         logs = {k: v[-1] for k, v in history.history.items()}
         return logs if return_dict else _as_list(self, logs)
 

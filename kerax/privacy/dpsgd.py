@@ -57,8 +57,8 @@ class DPSGD:
         sum of clipped gradients. 0 gives no privacy (useful to debug clipping).
       microbatches: None (per-example clipping) or ``m >= 1``: a batch of ``r`` real rows is
         cut into groups of ``k = ceil(r / m)`` consecutive rows (``ceil(r / k)`` groups, the
-        last one possibly shorter) whose mean gradients are clipped. ``fit`` requires ``m``
-        to divide ``batch_size``, so a full batch makes exactly ``m`` groups. Cheaper, but
+        last one possibly shorter) whose mean gradients are clipped. ``fit`` requires an ``m``
+        below ``batch_size`` to divide it, so a full batch makes exactly ``m`` groups. Cheaper, but
         one example can move its group's clipped gradient by ``2C``, so the accountant
         doubles the sensitivity (unless ``m >= batch_size``: one example per group).
       delta: the ``delta`` that ``fit`` reports epsilon at; pick it below ``1 / n`` (the
@@ -124,7 +124,7 @@ class DPSGD:
           ConfigError: naming both numbers and the nearest divisors.
         """
         m = self.microbatches
-        if m is None or batch_size % m == 0:
+        if m is None or m >= batch_size or batch_size % m == 0:  # m >= batch_size: one example per group
             return
         below = max(d for d in range(1, min(m, batch_size) + 1) if batch_size % d == 0)
         raise errors.ConfigError(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import os
 import re
 import warnings
@@ -39,7 +40,9 @@ from kerax.saving import safe_io
 from kerax.saving import weights as wfile
 
 FORMAT = "kerax.model"
-FORMAT_VERSION = 1
+# 2: compile.json may hold a DP-SGD setting ("dp"), which a reader of version 1 would drop
+# and train without noise; files without one are still written as version 1.
+FORMAT_VERSION = 2
 METADATA, CONFIG, WEIGHTS = "metadata.json", "config.json", "model.weights.safetensors"
 COMPILE, OPTIMIZER = "compile.json", "optimizer.safetensors"
 # Layers whose config names Python functions: refused by load_model unless safe_mode=False.
@@ -78,9 +81,11 @@ def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = Tr
     spec = getattr(model, "_input_spec", None)
     if spec is not None:
         meta["input_spec"] = {"shape": list(spec.shape), "dtype": str(np.dtype(spec.dtype))}
-    members[METADATA] = _dumps(meta)
     if include_optimizer and getattr(model, "_compiled", None) is not None:
         members.update(_optimizer_members(model))
+    if COMPILE not in members or json.loads(members[COMPILE]).get("dp") is None:
+        meta["format_version"] = 1  # nothing a version-1 reader would misread
+    members[METADATA] = _dumps(meta)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name in (METADATA, CONFIG, COMPILE, WEIGHTS, OPTIMIZER):
@@ -197,7 +202,8 @@ def load_model(path: str | os.PathLike, custom_objects: Mapping[str, Any] | None
     config = safe_io.parse_json(members[CONFIG], f"{path}:{CONFIG}")
     check_config(config, safe_mode, f"{path}:{CONFIG}")
     model = _rebuild(path, config, custom_objects)
-    tensors, _ = safe_io.read_safetensors(members[WEIGHTS], f"{path}:{WEIGHTS}")
+    tensors, metadata = safe_io.read_safetensors(members[WEIGHTS], f"{path}:{WEIGHTS}")
+    tensors = wfile.upgrade_int8_scales(tensors, metadata)
     params_abs, state_abs = _abstract_build(path, model, meta)
     new = wfile.match_tensors(wfile.expected_weights(params_abs, state_abs), tensors, f"{path}:{WEIGHTS}",
                               allow_cast=allow_cast, check_finite=check_finite)

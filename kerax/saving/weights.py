@@ -45,7 +45,27 @@ def weights_bytes(params: Any, state: Any) -> bytes:
     clash = sorted(set(params) & set(state))
     if clash:
         raise errors.WeightsError(f"weight paths used in both params and state: {clash}")
-    return save({**params, **state}, metadata={"format": FORMAT, "state": json.dumps(sorted(state))})
+    return save({**params, **state}, metadata={"format": FORMAT, "state": json.dumps(sorted(state)),
+                                               "int8_scale": INT8_SCALE})
+
+
+INT8_SCALE = "127/max"  # an int8 weight's "<name>_scale" is 127 / max|w| (Keras 3's convention)
+
+
+def upgrade_int8_scales(tensors: dict[str, np.ndarray], metadata: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """``tensors`` with the int8 scales of files written before kerax 0.1.0 switched to Keras's
+    convention (2026-11-29; no ``int8_scale`` in the metadata) inverted: they held
+    ``max|w| / 127`` (``w ~= q * scale``), today's ``127 / max|w|`` (``w ~= q / scale``), so
+    ``1 / old`` dequantizes exactly as before (an all-zero channel's 0 becomes inf: q = 0)."""
+    if metadata.get("int8_scale") == INT8_SCALE:
+        return tensors
+    out = dict(tensors)
+    for key, value in tensors.items():
+        scale = key + "_scale"
+        if value.dtype == np.int8 and scale in tensors and np.issubdtype(tensors[scale].dtype, np.floating):
+            with np.errstate(divide="ignore"):
+                out[scale] = (1.0 / tensors[scale]).astype(tensors[scale].dtype)
+    return out
 
 
 def named(tree: Any) -> dict[str, Any]:
@@ -168,9 +188,10 @@ def load_weights(model: Any, path: str | os.PathLike, skip_mismatch: bool = Fals
       IncompatibleCheckpointError: the weights do not fit the model (see match_tensors).
     """
     try:
-        tensors, _ = safe_io.read_safetensors(safe_io.read_file(path), path)
+        tensors, metadata = safe_io.read_safetensors(safe_io.read_file(path), path)
     except errors.CorruptFileError as e:
         raise errors.CorruptFileError(f"not a readable weights file: {e}") from None
+    tensors = upgrade_int8_scales(tensors, metadata)
     params, state = model.params, model.state
     new = match_tensors(expected_weights(params, state), tensors, path, skip_mismatch=skip_mismatch,
                         allow_cast=allow_cast, check_finite=check_finite)

@@ -133,9 +133,6 @@ def host_logs(logs: dict, active: np.ndarray | None = None) -> dict:
     return out
 
 
-check_steps = setup.check_steps  # ensemble.py imports it from here
-
-
 # -- evaluate and predict ------------------------------------------------------------------------
 
 
@@ -145,7 +142,7 @@ def run_eval(model: Any, objectives: Any, data: ArrayData | IterableData, batch_
     and their means under the plain names."""
     from kerax.training.evaluation import padded_groups
 
-    check_steps("steps", steps)
+    setup.check_steps("steps", steps)
     ens = held(model)
     ev = setup.eval_step_for(model, objectives)
     run = _mapped(model, f"eval{id(ev)}", ev._run, (0, 0, 0, None, None, None))
@@ -196,7 +193,8 @@ def predict(model: Any, x: Any, batch_size: int | None, steps: int | None, mode:
     if ens is None:
         raise errors.ConfigError(f"predict(ensemble={mode!r}) needs a model trained with fit(ensemble=N); "
                                  "this model holds one set of weights")
-    check_steps("steps", steps)
+    setup.check_steps("steps", steps)
+    batch_size = setup.check_batch_size(batch_size)
     data = as_data(x, None, None, name="x", expand=setup.expand_rank1(model))
     apply = lambda p, s, x: model.apply(p, s, x, training=False)[0]
     run = _mapped(model, "predict", lambda p, s, d, i: apply(p, s, jax.tree.map(lambda a: a[i], d)), (0, 0, None, None))
@@ -205,7 +203,7 @@ def predict(model: Any, x: Any, batch_size: int | None, steps: int | None, mode:
         total = steps
     else:
         device_x = jax.device_put(data.x)
-        groups = padded_groups(data.n, batch_size or 32, 1)[:steps]
+        groups = padded_groups(data.n, batch_size, 1)[:steps]
         feed = ((device_x, jnp.asarray(i[0]), int(m.sum())) for i, m in groups)
         total = len(groups)
     cbs = CallbackList(callbacks or [], model, {"verbose": 0})

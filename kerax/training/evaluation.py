@@ -151,10 +151,8 @@ def predict(model: Any, x: Any, batch_size: int | None = None, verbose: Any = "a
     from kerax.data import as_data
 
     setup.check_steps("steps", steps)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise errors.ConfigError(f"batch_size must be a positive int; received {batch_size!r}")
+    batch_size = setup.check_batch_size(batch_size)
     data = as_data(x, None, None, name="x", expand=setup.expand_rank1(model))
-    batch_size = batch_size or 32
     if isinstance(data, IterableData):
         first = data.peek()
         setup.build_if_needed(model, first.x, None)

@@ -339,7 +339,7 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
     """Keras's ``fit``; see ``Model.fit``."""
     compiled = setup.require_compiled(model, "fit")
     batch_size = setup.check_fit_args(batch_size, epochs, initial_epoch, steps_per_epoch, validation_steps,
-                                      validation_freq, seed)
+                                      validation_freq, seed, shuffle)
     seed = default_seed() if seed is None else int(seed)
     data = setup.prepare(model, x, y, sample_weight, class_weight, "x")
     val = None

@@ -9,6 +9,7 @@ so that calling ``fit`` again does not recompile.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 import jax
@@ -63,33 +64,52 @@ def check_steps(name: str, steps: Any) -> None:
     Raises:
       DataError: naming the argument and the received value.
     """
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+    if steps is not None and not (is_int(steps) and steps >= 1):
         raise errors.DataError(f"{name} must be a positive int; received {steps!r}")
 
 
+def is_int(value: Any) -> bool:
+    """An int or a NumPy integer, not a bool (``True`` is not a count)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_batch_size(batch_size: Any) -> int:
+    """``batch_size``: None (32, as Keras) or a positive int; returned as an int.
+
+    Raises:
+      ConfigError: anything else, named with the received value.
+    """
+    batch_size = 32 if batch_size is None else batch_size
+    if not (is_int(batch_size) and batch_size >= 1):
+        raise errors.ConfigError(f"batch_size must be a positive int; received {batch_size!r}")
+    return int(batch_size)
+
+
 def check_fit_args(batch_size: Any, epochs: Any, initial_epoch: Any, steps_per_epoch: Any,
-                   validation_steps: Any, validation_freq: Any, seed: Any) -> int:
+                   validation_steps: Any, validation_freq: Any, seed: Any, shuffle: Any = True) -> int:
     """``fit``'s counts and seed, refused before anything runs (plain and ``ensemble=N``
     alike); returns the batch size (32 for None, as Keras).
 
     Raises:
       DataError: a step count that is not a positive int.
       ConfigError: ``batch_size`` not a positive int, ``epochs`` / ``initial_epoch``
-        negative, ``validation_freq`` not a positive int, ``seed`` not a non-negative int.
+        negative, ``validation_freq`` not a positive int, ``seed`` not a whole number (and
+        negative while shuffling).
     """
-    batch_size = 32 if batch_size is None else batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise errors.ConfigError(f"batch_size must be a positive int; received {batch_size!r}")
-    if not isinstance(epochs, int) or epochs < 0 or initial_epoch < 0:
+    batch_size = check_batch_size(batch_size)
+    if not is_int(epochs) or epochs < 0 or initial_epoch < 0:
         raise errors.ConfigError(f"epochs and initial_epoch must be non-negative ints; received {epochs!r}, {initial_epoch!r}")
     check_steps("steps_per_epoch", steps_per_epoch)
     check_steps("validation_steps", validation_steps)
-    if isinstance(validation_freq, bool) or not isinstance(validation_freq, int) or validation_freq < 1:
+    if not (is_int(validation_freq) and validation_freq >= 1):
         raise errors.ConfigError(f"validation_freq must be a positive int (validate every that many epochs); "
                                  f"received validation_freq={validation_freq!r}")
+    whole = is_int(seed) or (isinstance(seed, float) and seed.is_integer())
+    if seed is not None and not whole:
+        raise errors.ConfigError(f"seed must be a whole number; received seed={seed!r}")
     # The epoch shuffles draw from np.random.default_rng([seed, epoch]), which takes no negatives.
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
-        raise errors.ConfigError(f"seed must be a non-negative int; received seed={seed!r}")
+    if seed is not None and shuffle and seed < 0:
+        raise errors.ConfigError(f"seed must be a non-negative int when shuffling; received seed={seed!r}")
     return batch_size
 
 
