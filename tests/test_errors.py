@@ -41,6 +41,19 @@ def test_a1_dense_wrong_width_names_layer_expected_and_received():
         assert "Traced" not in msg and "ShapedArray" not in msg
 
 
+@pytest.mark.parametrize("functional", [False, True])
+def test_a1_predict_names_the_callers_shape_not_a_padded_batch(functional):
+    """predict pads its batches to batch_size: the error showed (32, 5) for an input of (2, 5)."""
+    if functional:
+        x = kx.Input((4,), name="x")
+        model = kx.Model(x, layers.Dense(3)(x))
+    else:
+        model = kx.Sequential([kx.Input((4,)), layers.Dense(3)])
+    model.build(seed=0)
+    with pytest.raises(errors.ShapeError, match=r"expected shape \(None, 4\); received shape \(2, 5\)"):
+        model.predict(np.zeros((2, 5), np.float32), verbose=0)
+
+
 def test_dense_declared_input_width_checked_at_init():
     model = kx.Sequential([layers.Dense(3, input_shape=(4,))])
     with pytest.raises(errors.ShapeError, match=r"expected shape \(None, 4\); received shape \(2, 5\)"):

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kerax import errors
+from kerax.core import specs
 from kerax.data import ArrayData, IterableData
 from kerax.training import setup
 from kerax.training.callbacks import CallbackList
@@ -145,6 +146,27 @@ def _predict_fn(model: Any) -> Any:
     return model._step_cache[key]
 
 
+def _check_declared_input(model: Any, x: Any) -> None:
+    """``x`` against the model's declared input shapes, before batches are cut: the error
+    then shows the caller's shape, not a padded batch's (the model checks again anyway)."""
+    core = getattr(model, "core", None)
+    declared = getattr(core, "declared_input_shape", None)  # a Sequential
+    if declared is not None:
+        expected = [declared]
+    else:
+        inputs = getattr(core, "inputs", None)
+        expected = [t.shape for t in jax.tree.leaves(inputs, is_leaf=lambda t: hasattr(t, "node"))] if inputs else []
+    leaves = jax.tree.leaves(x)
+    if not expected or len(expected) != len(leaves):
+        return  # the model's own check names what is wrong
+    for shape, a in zip(expected, leaves):
+        try:
+            specs.check_input(shape, np.shape(a), "input")
+        except errors.ShapeError as e:
+            name = model.name or type(model).default_name()
+            raise errors.ShapeError(e.message, layer_class=type(model).__name__, layer_name=name) from None
+
+
 def predict(model: Any, x: Any, batch_size: int | None = None, verbose: Any = "auto",
             steps: int | None = None, callbacks: list | None = None) -> Any:
     """Keras's ``predict``: outputs as NumPy arrays (same structure as the model's)."""
@@ -160,6 +182,7 @@ def predict(model: Any, x: Any, batch_size: int | None = None, verbose: Any = "a
         outs = [model.apply(model.params, model.state, jax.device_put(b), training=False)[0] for b in batches]
         return jax.tree.map(lambda *a: np.concatenate([np.asarray(v) for v in a]), *outs)
     setup.build_if_needed(model, data.x, None)
+    _check_declared_input(model, data.x)
     run = _predict_fn(model)
     batches = cut_batches(data.x, data.n, batch_size, steps)  # on the device at once: nothing sent per batch
     cbs = CallbackList(callbacks or [], model, {"verbose": 0})
