@@ -92,6 +92,14 @@ def test_malformed_sweep_values_get_the_one_per_member_error(values):
         _model().fit(x, y, verbose=0, ensemble=2, ensemble_hyperparams={"learning_rate": values})
 
 
+def test_a_negative_learning_rate_in_a_sweep_is_refused():
+    """model.optimizer.learning_rate = -1 is refused; so is the same rate for one member."""
+    x, y = _data()
+    with pytest.raises(errors.ConfigError, match=r"ensemble_hyperparams\['learning_rate'\] must hold rates >= 0 "
+                                                 r".*received \[0.01, -0.01\]"):
+        _model().fit(x, y, verbose=0, ensemble=2, ensemble_hyperparams={"learning_rate": [0.01, -0.01]})
+
+
 def test_sweeping_a_scheduled_rate_says_it_follows_a_schedule():
     x, y = _data()
     model = _model(kx.optimizers.Adam(optax.exponential_decay(1e-2, 10, 0.5)))

@@ -204,6 +204,9 @@ def _check_hyperparams(hyperparams: Any, members: int) -> dict:
         if arr.shape != (members,) or not np.all(np.isfinite(arr)):
             raise errors.ConfigError(f"ensemble_hyperparams[{name!r}] must hold {members} finite numbers "
                                      f"(one per member, ensemble={members}); received {values!r}")
+        if name == "learning_rate" and np.any(arr < 0):  # as model.optimizer.learning_rate = x refuses
+            raise errors.ConfigError(f"ensemble_hyperparams['learning_rate'] must hold rates >= 0 (a negative "
+                                     f"rate ascends the loss); received {values!r}")
         out[str(name)] = [float(v) for v in arr]
     return out
 
