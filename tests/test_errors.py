@@ -54,6 +54,19 @@ def test_a1_predict_names_the_callers_shape_not_a_padded_batch(functional):
         model.predict(np.zeros((2, 5), np.float32), verbose=0)
 
 
+def test_predict_takes_dict_and_list_inputs_whatever_their_order():
+    """Inputs declared b then a: a dict (leaves sorted a, b) and a list both run."""
+    b, a = kx.Input((3,), name="b"), kx.Input((4,), name="a")
+    model = kx.Model([b, a], layers.Concatenate()([b, a]))
+    model.build(seed=0)
+    xb, xa = np.ones((2, 3), np.float32), np.full((2, 4), 2.0, np.float32)
+    want = np.concatenate([xb, xa], axis=1)
+    np.testing.assert_array_equal(model.predict({"b": xb, "a": xa}, verbose=0), want)
+    np.testing.assert_array_equal(model.predict([xb, xa], verbose=0), want)
+    with pytest.raises(errors.ShapeError, match=r"expected shape \(None, 4\); received shape \(2, 5\)"):
+        model.predict([xb, np.ones((2, 5), np.float32)], verbose=0)
+
+
 def test_dense_declared_input_width_checked_at_init():
     model = kx.Sequential([layers.Dense(3, input_shape=(4,))])
     with pytest.raises(errors.ShapeError, match=r"expected shape \(None, 4\); received shape \(2, 5\)"):

@@ -151,14 +151,17 @@ def _check_declared_input(model: Any, x: Any) -> None:
     then shows the caller's shape, not a padded batch's (the model checks again anyway)."""
     core = getattr(model, "core", None)
     declared = getattr(core, "declared_input_shape", None)  # a Sequential
-    if declared is not None:
-        expected = [declared]
+    inputs = getattr(core, "inputs", None)
+    if declared is not None and not isinstance(x, (list, tuple, dict)):
+        expected, leaves = [declared], [x]
+    elif hasattr(inputs, "shape") and not isinstance(x, (list, tuple, dict)):  # one functional input
+        expected, leaves = [inputs.shape], [x]
+    elif isinstance(inputs, (list, tuple)) and isinstance(x, (list, tuple)) and len(inputs) == len(x):
+        expected, leaves = [getattr(t, "shape", None) for t in inputs], list(x)
     else:
-        inputs = getattr(core, "inputs", None)
-        expected = [t.shape for t in jax.tree.leaves(inputs, is_leaf=lambda t: hasattr(t, "node"))] if inputs else []
-    leaves = jax.tree.leaves(x)
-    if not expected or len(expected) != len(leaves):
-        return  # the model's own check names what is wrong
+        return  # dicts keyed by name, nested inputs: the model's own check names them
+    if any(shape is None or isinstance(a, (list, tuple, dict)) for shape, a in zip(expected, leaves)):
+        return
     for shape, a in zip(expected, leaves):
         try:
             specs.check_input(shape, np.shape(a), "input")
