@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable from
 os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras 3 reads it once, at import
 
 from bench import impls, workloads  # noqa: E402
-from bench.impls._common import Unsupported  # noqa: E402
+from bench.impls._common import Unsupported, skip_settling  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -50,7 +50,8 @@ def run_one(impl: str, workload: str, quick: bool = False, steps: int | None = N
                  "steps_per_epoch": w.steps, "timed_epochs": w.epochs}
     try:
         fn = impls.load(impl)
-        result = fn(w, workloads.make_weights(w), workloads.make_data(w), w.steps * w.epochs)
+        with skip_settling(quick):  # quick mode times nothing
+            result = fn(w, workloads.make_weights(w), workloads.make_data(w), w.steps * w.epochs)
     except (impls.Skipped, Unsupported) as e:
         return {**out, "skipped": str(e)}
     times = result.pop("step_times_s")

@@ -151,7 +151,7 @@ def _train(args: argparse.Namespace) -> int:
         try:
             run = runner.train(config, output_dir=args.output_dir, resume=args.resume or "auto",
                                announce=args.resume is not None,
-                               devices=args.devices, verbose=0 if args.quiet else 1, stop_event=stop,
+                               devices=args.devices, verbose=0 if args.quiet else "auto", stop_event=stop,
                                log=say)
         except Preempted as e:  # config.yaml in the run's directory holds the overrides too
             out = os.path.dirname(e.backup_dir)

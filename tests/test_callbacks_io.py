@@ -10,7 +10,7 @@ import pytest
 
 import kerax as kx
 from kerax import errors, layers
-from kerax.training.callbacks.progress import Progress
+from kerax.training.callbacks.progress import Progress, per_step
 
 
 def _model(units=3):
@@ -81,6 +81,11 @@ def test_progress_one_line_per_epoch_when_not_a_terminal(capsys):
     _model().fit(x, y, epochs=2, verbose=2, seed=0)
     lines = [l for l in capsys.readouterr().out.splitlines() if l.strip()]
     assert len(lines) == 2 and lines[0].startswith("Epoch 1/2 - ") and " - loss: " in lines[1]
+
+
+def test_time_per_step_in_keras_units():
+    # Sub-millisecond steps are common on small models: "0ms/step" said nothing.
+    assert [per_step(s) for s in (2.4, 0.0354, 0.00048)] == ["2s/step", "35ms/step", "480us/step"]
 
 
 def test_progress_bar_in_a_terminal_shows_steps_and_metrics():

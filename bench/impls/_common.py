@@ -14,10 +14,11 @@ Every implementation returns a result dict::
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -32,8 +33,25 @@ def settle() -> None:
     implementation's set-up happened to leave the collector near its threshold paid it
     inside its first timed epoch (W5 times 16 steps: kerax's pure loop read 10 ms a step
     instead of 5 in two runs). Every implementation settles at the same point, after its
-    warm-up epoch; garbage made while timed still counts."""
-    gc.collect()
+    warm-up epoch; garbage made while timed still counts. Quick runs time nothing and skip
+    it (``skip_settling``): in a test process holding hundreds of tests' objects, a pass
+    took 0.4-2 s, most of the quick mode's time in the test suite."""
+    if _SETTLING[0]:
+        gc.collect()
+
+
+_SETTLING = [True]
+
+
+@contextlib.contextmanager
+def skip_settling(skip: bool = True) -> Iterator[None]:
+    """Within it, ``settle`` does nothing (when ``skip``): for runs whose times nobody reads."""
+    old = _SETTLING[0]
+    _SETTLING[0] = not skip and old
+    try:
+        yield
+    finally:
+        _SETTLING[0] = old
 
 
 class EpochClock:

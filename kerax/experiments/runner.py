@@ -195,7 +195,7 @@ class Run:
 
 
 def train(config: dict, output_dir: str | os.PathLike | None = None, resume: str = "auto",
-          devices: int | None = None, verbose: int = 1, stop_event: Any = None,
+          devices: int | None = None, verbose: int | str = "auto", stop_event: Any = None,
           log: Callable[[str], None] = print, announce: bool = True) -> Run:
     """Trains as ``config`` says and writes the run's files to ``output_dir``.
 
@@ -205,7 +205,7 @@ def train(config: dict, output_dir: str | os.PathLike | None = None, resume: str
       resume: ``"auto"`` continues from a backup in ``output_dir/backup`` if there is one
         (and says so), ``"required"`` fails if there is none, ``"never"`` deletes it.
       devices: data-parallel over this many local devices (overrides ``distribute.devices``).
-      verbose: 0 silent, 1 progress bar, 2 a line per epoch.
+      verbose: 0 silent, 1 progress bar, 2 a line per epoch, "auto" (1 in a terminal, else 2).
       stop_event: a ``threading.Event`` (e.g. set on SIGTERM); once set, the run backs up
         and raises :class:`~kerax.experiments.preemption.Preempted`.
       log: where progress lines go; ``announce``: also say when there is nothing to resume.

@@ -69,8 +69,16 @@ class Progress:
                 self.bar.set_postfix_str(format_logs(logs), refresh=False)
             self.bar.close()
         elif self.verbose == 2:
-            per_step = 1000 * elapsed / max(self.done, 1)
-            line = f"{self.desc} - {elapsed:.0f}s {per_step:.0f}ms/step"
+            line = f"{self.desc} - {elapsed:.0f}s {per_step(elapsed / max(self.done, 1))}"
             if logs:
                 line += " - " + format_logs(logs)
             print(line, file=self.stream, flush=True)
+
+
+def per_step(seconds: float) -> str:
+    """Keras's time-per-step unit: ``2s/step``, ``35ms/step`` or ``480us/step``."""
+    if seconds >= 1:
+        return f"{seconds:.0f}s/step"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.0f}ms/step"
+    return f"{seconds * 1e6:.0f}us/step"
