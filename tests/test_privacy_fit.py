@@ -106,9 +106,73 @@ def test_save_and_load_keep_the_dp_setting(tmp_path):
     assert version == 2  # a kerax that reads version 1 only refuses it instead of dropping dp
     loaded = kx.load_model(path)
     assert loaded._compiled.dp == dp
+    # The ledger is saved: the loaded model's epsilon counts the steps behind its weights.
+    first = accountant.Segment(4, 0.55, 0.25)
+    assert accountant.ledger_of(loaded) == (first,)
+    assert kx.privacy.privacy_spent(loaded) == kx.privacy.privacy_spent(model)
     h = loaded.fit(x, y, batch_size=8, epochs=1, verbose=0, seed=0)
-    # The ledger is not saved: the loaded model counts its own steps from 0.
-    assert h.privacy.steps == 4 and accountant.ledger_of(loaded) == (accountant.Segment(4, 0.55, 0.25),)
+    assert h.privacy.steps == 8 and accountant.ledger_of(loaded) == (first, first)
+    assert h.privacy.epsilon == pytest.approx(kx.privacy.compute_epsilon(8, 0.55, 0.25, 1e-3), rel=1e-12)
+    # Without the optimizer the file still says what the weights cost.
+    model.save(tmp_path / "weights_only.kerax", include_optimizer=False)
+    assert accountant.ledger_of(kx.load_model(tmp_path / "weights_only.kerax")) == (first,)
+
+
+def test_a_malformed_saved_ledger_is_refused(tmp_path):
+    x, y = _data(32)
+    model = _mlp()
+    model.compile(optimizer=kx.optimizers.SGD(0.1), loss=SCE, dp=kx.privacy.DPSGD(1.0, 1.0, delta=1e-3))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, seed=0)
+    path, bad = tmp_path / "dp.kerax", tmp_path / "bad.kerax"
+    model.save(path)
+    with zipfile.ZipFile(path) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    meta = json.loads(members["metadata.json"])
+    assert meta["privacy_ledger"] == [[4, 1.0, 0.25]]
+    for ledger, message in (([[2, 1.0, 1.5]], r" entry 0: expected \[steps >= 0, .*received \[2, 1.0, 1.5\]"),
+                            ({"steps": 2}, r": expected a list of \[steps, noise_multiplier, sample_rate\]; received dict")):
+        members["metadata.json"] = json.dumps({**meta, "privacy_ledger": ledger}).encode()
+        with zipfile.ZipFile(bad, "w") as zf:
+            for name, blob in members.items():
+                zf.writestr(name, blob)
+        with pytest.raises(errors.CorruptFileError, match=r"metadata.json: malformed privacy_ledger \(privacy ledger" + message):
+            kx.load_model(bad)
+
+
+# -- a fit resumed from a backup accounts for the steps behind the restored weights ------------------
+
+
+class _FailAtEpochEnd(kx.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("preempted")
+
+
+@pytest.mark.parametrize("fresh_model", [False, True])
+def test_resumed_fit_counts_the_steps_before_the_backup_once(tmp_path, fresh_model):
+    x, y = _data(32)
+    dp = kx.privacy.DPSGD(1.0, 1.0, delta=1e-3)
+
+    def compiled():
+        model = _mlp()
+        model.compile(optimizer=kx.optimizers.SGD(0.1), loss=SCE, dp=dp)
+        return model
+
+    model = compiled()
+    earlier = model.fit(x, y, batch_size=8, epochs=1, verbose=0, seed=1).privacy  # before the backed-up run
+    backup = kx.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="preempted"):  # epoch 0 backed up; epoch 1 ran, then failed
+        model.fit(x, y, batch_size=8, epochs=3, verbose=0, seed=0, callbacks=[backup, _FailAtEpochEnd()])
+    if fresh_model:  # a new process: the model comes from its saved file, the backup from disk
+        model.save(tmp_path / "m.kerax")
+        model = kx.load_model(tmp_path / "m.kerax")
+    h = model.fit(x, y, batch_size=8, epochs=3, verbose=0, seed=0,
+                  callbacks=[kx.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    # The weights come from the 4 steps before, epoch 0's 4 and the resumed epochs 1 and 2
+    # (epoch 1 of the failed attempt was dropped with its weights).
+    assert earlier.steps == 4 and h.privacy.steps == 4 + 12
+    assert accountant.ledger_of(model) == (accountant.Segment(4, 1.0, 0.25), accountant.Segment(12, 1.0, 0.25))
+    assert h.privacy.epsilon == pytest.approx(kx.privacy.compute_epsilon(16, 1.0, 0.25, 1e-3), rel=1e-12)
 
 
 def test_files_without_dp_load_without_dp_and_a_bad_dp_is_refused(tmp_path):
@@ -162,3 +226,13 @@ def test_train_on_batch_records_each_call_at_sample_rate_one():
     model.train_on_batch(x, y)
     model.train_on_batch(x, y)
     assert accountant.ledger_of(model) == (accountant.Segment(1, 1.0, 1.0),) * 2
+
+
+def test_a_malformed_privacy_record_in_a_backup_is_refused():
+    backup = kx.callbacks.BackupAndRestore("unused")
+    backup.model = types.SimpleNamespace(_steps_executed=0)
+    for record in ({"ledger": [[1, 1.0, 2.0]], "steps": 1}, {"ledger": [], "steps": -1}, {"ledger": []}, [1]):
+        with pytest.raises(errors.CorruptFileError, match=r"BackupAndRestore: unused: malformed privacy record"):
+            backup._restore_ledger(record)
+    backup._restore_ledger({"ledger": [[3, 1.0, 0.5]], "steps": 2})
+    assert backup.model._privacy_ledger == (accountant.Segment(3, 1.0, 0.5),) and backup.model._fit_steps_base == -2

@@ -161,14 +161,16 @@ class TrainingMethods:
         b = 32 if batch_size is None else batch_size
         if whole_groups and dp is not None and _in_memory(x) and isinstance(b, int) and b >= 1:
             dp.check_batch_size(b)  # (a bad batch_size is loop.fit's to refuse)
-        steps_before = getattr(self, "_steps_executed", 0)
+        # The steps this fit accounts for: those executed since here (BackupAndRestore moves
+        # the base back by the steps of the run before its backup).
+        self._fit_steps_base = getattr(self, "_steps_executed", 0)
         try:
             history = fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
                           validation_data, shuffle, class_weight, sample_weight, initial_epoch,
                           steps_per_epoch, validation_steps, validation_batch_size, validation_freq,
                           seed, check_finite_inputs)
         finally:  # steps taken before an error spent privacy too
-            steps = getattr(self, "_steps_executed", 0) - steps_before
+            steps = getattr(self, "_steps_executed", 0) - self._fit_steps_base
             spent = _account_privacy(self, dp, x, batch_size, validation_split, steps, verbose)
         if dp is not None:
             history.privacy = spent

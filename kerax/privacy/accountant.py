@@ -139,15 +139,45 @@ class PrivacySpent:
 
 
 def ledger_of(model: Any) -> tuple[Segment, ...]:
-    """The DP-SGD steps ``fit`` has run on ``model`` (held by the model object; not saved)."""
+    """The DP-SGD steps ``fit`` has run on ``model`` (saved with it, and in backups)."""
     return tuple(getattr(model, "_privacy_ledger", ()))
+
+
+def ledger_to_json(ledger: Sequence[Segment]) -> list[list]:
+    """``[[steps, noise_multiplier, sample_rate | None], ...]``: the ledger as JSON values."""
+    return [[int(s.steps), float(s.noise_multiplier), None if s.sample_rate is None else float(s.sample_rate)]
+            for s in ledger]
+
+
+def ledger_from_json(value: Any) -> tuple[Segment, ...]:
+    """The ledger ``ledger_to_json`` wrote; ``ConfigError`` naming the bad entry otherwise."""
+    def real(v: Any) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not isinstance(value, list):
+        raise errors.ConfigError(f"privacy ledger: expected a list of [steps, noise_multiplier, sample_rate]; "
+                                 f"received {type(value).__name__}")
+    out = []
+    for i, entry in enumerate(value):
+        ok = isinstance(entry, list) and len(entry) == 3
+        steps, noise, rate = entry if ok else (None, None, None)
+        ok = ok and isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0
+        ok = ok and real(noise) and noise >= 0 and (rate is None or (real(rate) and 0 < rate <= 1))
+        if not ok:
+            raise errors.ConfigError(f"privacy ledger entry {i}: expected [steps >= 0, noise_multiplier >= 0, "
+                                     f"sample_rate in (0, 1] or null]; received {entry!r}")
+        out.append(Segment(steps, float(noise), None if rate is None else float(rate)))
+    return tuple(out)
 
 
 def privacy_spent(model: Any, delta: float | None = None) -> PrivacySpent:
     """The ``(epsilon, delta)`` of every DP-SGD ``fit`` of ``model`` so far, composed.
 
     ``delta`` defaults to the compiled ``DPSGD``'s ``delta`` (else 1e-5). The ledger counts
-    the steps of this model object; loading weights elsewhere does not carry it.
+    the DP-SGD steps that led to the model's weights: ``save`` / ``load_model`` carry it,
+    and a ``fit`` resumed by ``BackupAndRestore`` counts the steps before the backup (not
+    those of the interrupted attempt after it, whose weights were dropped). ``set_weights``
+    or ``load_weights`` from elsewhere do not.
 
     Raises:
       ConfigError: a fit on a data set of unknown size. ImportError: no ``dp-accounting``.

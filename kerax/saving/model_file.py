@@ -4,7 +4,8 @@ A ``.kerax`` file is a zip archive (members stored or deflated) holding exactly:
 
 * ``metadata.json``: ``{"format": "kerax.model", "format_version": 1, "kerax_version",
   "jax_version", "date", "class_name"}`` (and ``input_spec`` when the model was built
-  from data rather than a declared input shape);
+  from data rather than a declared input shape; ``privacy_ledger``, the DP-SGD steps
+  behind the weights, ``[[steps, noise_multiplier, sample_rate], ...]``, when it has any);
 * ``config.json``: ``{"class_name": <registered name>, "config": model.get_config()}``;
 * ``model.weights.safetensors``: params and state keyed by weight path
   (:mod:`kerax.saving.weights`);
@@ -81,6 +82,11 @@ def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = Tr
     spec = getattr(model, "_input_spec", None)
     if spec is not None:
         meta["input_spec"] = {"shape": list(spec.shape), "dtype": str(np.dtype(spec.dtype))}
+    ledger = getattr(model, "_privacy_ledger", ())
+    if ledger:  # the DP-SGD steps behind these weights: they describe the weights, optimizer or not
+        from kerax.privacy import accountant
+
+        meta["privacy_ledger"] = accountant.ledger_to_json(ledger)
     if include_optimizer and getattr(model, "_compiled", None) is not None:
         members.update(_optimizer_members(model))
     if COMPILE not in members or json.loads(members[COMPILE]).get("dp") is None:
@@ -223,6 +229,13 @@ def load_model(path: str | os.PathLike, custom_objects: Mapping[str, Any] | None
             copy = lambda t: jax.tree.map(lambda a: a.copy(), t)
             model._ts = TrainState(step=step, params=copy(model._params), state=copy(model._state),
                                    opt_state=opt_state, rng=rng, tx=model._compiled.optimizer)
+    if meta.get("privacy_ledger") is not None:
+        from kerax.privacy import accountant
+
+        try:
+            model._privacy_ledger = accountant.ledger_from_json(meta["privacy_ledger"])
+        except errors.ConfigError as e:
+            raise errors.CorruptFileError(f"{path}:{METADATA}: malformed privacy_ledger ({e.message})") from None
     return model
 
 

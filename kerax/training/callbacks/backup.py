@@ -67,6 +67,8 @@ class BackupAndRestore(Callback):
             raise errors.ConfigError("BackupAndRestore: the model has no train state to restore into")
         ts, meta = self.manager.restore(template)
         self.model._ts = ts
+        if meta.get("privacy") is not None and _dp(self.model) is not None:
+            self._restore_ledger(meta["privacy"])
         epoch, batch = int(meta["epoch"]), meta.get("batch")
         if batch is None:  # an epoch-end backup: continue with the next epoch
             self.model._resume_epoch = epoch + 1
@@ -99,12 +101,38 @@ class BackupAndRestore(Callback):
 
     def _backup(self, meta: dict) -> None:
         ts = self.model._ts
+        if _dp(self.model) is not None:  # the DP-SGD steps behind these weights (kx.privacy)
+            from kerax.privacy import accountant
+
+            done = getattr(self.model, "_steps_executed", 0) - getattr(self.model, "_fit_steps_base", 0)
+            meta["privacy"] = {"ledger": accountant.ledger_to_json(accountant.ledger_of(self.model)),
+                               "steps": int(done)}
         self.manager.save(int(ts.step), ts, meta)
+
+    def _restore_ledger(self, saved: Any) -> None:
+        """The privacy ledger before the backed-up run, and that run's steps before the
+        backup: ``fit`` then accounts for the steps behind the restored weights, in this
+        process or a new one (those after the backup, dropped with their weights, are not)."""
+        from kerax.privacy import accountant
+
+        try:
+            ledger = accountant.ledger_from_json(saved.get("ledger") if isinstance(saved, dict) else None)
+            steps = saved["steps"]
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+                raise errors.ConfigError(f"privacy steps must be an int >= 0; received {steps!r}")
+        except (errors.ConfigError, KeyError) as e:
+            raise errors.CorruptFileError(f"BackupAndRestore: {self.backup_dir}: malformed privacy record ({e})") from None
+        self.model._privacy_ledger = ledger
+        self.model._fit_steps_base = getattr(self.model, "_steps_executed", 0) - steps
 
     def wants(self, hook: str) -> bool:
         if hook == "on_train_batch_begin":  # per-batch hooks only when asked for
             return self.save_freq != "epoch"
         return super().wants(hook)
+
+
+def _dp(model: Any) -> Any:
+    return getattr(getattr(model, "_compiled", None), "dp", None)
 
 
 def _isfinite(v: Any) -> bool:
