@@ -4,6 +4,7 @@ interrupted runs, delta warnings, train_on_batch) and the dp setting in saved mo
 from __future__ import annotations
 
 import json
+import shutil
 import types
 import warnings
 import zipfile
@@ -16,7 +17,7 @@ import pytest
 
 import kerax as kx
 from kerax import errors, layers
-from kerax.models.trainer import _account_privacy, _training_rows
+from kerax.models.trainer import _account_privacy, _dp_segment, _training_rows
 from kerax.privacy import accountant
 
 SCE = kx.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -48,7 +49,7 @@ def test_multi_process_sample_rate_uses_the_global_row_count(monkeypatch):
         dp=dp, distribute=types.SimpleNamespace(multi_process=True)))
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     x = np.zeros((50, 5), np.float32)
-    spent = _account_privacy(model, dp, x, 20, 0.0, 5, 0)
+    spent = _account_privacy(model, dp, lambda: _dp_segment(model, dp, x, 20, 0.0), 5)
     assert accountant.ledger_of(model) == (accountant.Segment(5, 1.0, 0.2),)
     assert spent.epsilon == pytest.approx(kx.privacy.compute_epsilon(5, 1.0, 0.2, 1e-3), rel=1e-12)
     assert _training_rows(model, x, 0.0) == 100
@@ -161,18 +162,63 @@ def test_resumed_fit_counts_the_steps_before_the_backup_once(tmp_path, fresh_mod
     model = compiled()
     earlier = model.fit(x, y, batch_size=8, epochs=1, verbose=0, seed=1).privacy  # before the backed-up run
     backup = kx.callbacks.BackupAndRestore(str(tmp_path / "backup"))
-    with pytest.raises(RuntimeError, match="preempted"):  # epoch 0 backed up; epoch 1 ran, then failed
+    with pytest.raises(RuntimeError, match="preempted"):  # epoch 1 backed up, then the fit failed
         model.fit(x, y, batch_size=8, epochs=3, verbose=0, seed=0, callbacks=[backup, _FailAtEpochEnd()])
     if fresh_model:  # a new process: the model comes from its saved file, the backup from disk
         model.save(tmp_path / "m.kerax")
         model = kx.load_model(tmp_path / "m.kerax")
     h = model.fit(x, y, batch_size=8, epochs=3, verbose=0, seed=0,
                   callbacks=[kx.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
-    # The weights come from the 4 steps before, epoch 0's 4 and the resumed epochs 1 and 2
-    # (epoch 1 of the failed attempt was dropped with its weights).
-    assert earlier.steps == 4 and h.privacy.steps == 4 + 12
-    assert accountant.ledger_of(model) == (accountant.Segment(4, 1.0, 0.25), accountant.Segment(12, 1.0, 0.25))
+    # The weights come from the 4 steps before, the 8 of epochs 0 and 1, and the resumed
+    # epoch 2's 4; the failed attempt's own record (its 8 steps) is not counted again.
+    assert earlier.steps == 4 and h.privacy.steps == 4 + 8 + 4
+    segment = accountant.Segment(4, 1.0, 0.25)
+    assert accountant.ledger_of(model) == (segment, accountant.Segment(8, 1.0, 0.25), segment)
     assert h.privacy.epsilon == pytest.approx(kx.privacy.compute_epsilon(16, 1.0, 0.25, 1e-3), rel=1e-12)
+
+
+def test_a_resume_at_another_batch_size_keeps_each_part_at_its_own_rate(tmp_path):
+    x, y = _data(32)
+    model = _mlp()
+    model.compile(optimizer=kx.optimizers.SGD(0.1), loss=SCE, dp=kx.privacy.DPSGD(1.0, 1.0, delta=1e-3))
+    with pytest.raises(RuntimeError, match="preempted"):  # epochs 0 and 1 at batch 16 backed up
+        model.fit(x, y, batch_size=16, epochs=3, verbose=0, seed=0,
+                  callbacks=[kx.callbacks.BackupAndRestore(str(tmp_path)), _FailAtEpochEnd()])
+    before = accountant.Segment(4, 1.0, 0.5)
+    plain = _mlp()  # a model compiled without dp= restores the record too (no DP steps after)
+    plain.compile(optimizer=kx.optimizers.SGD(0.1), loss=SCE)
+    shutil.copytree(tmp_path, tmp_path.parent / f"{tmp_path.name}_copy")
+    plain.fit(x, y, batch_size=8, epochs=3, verbose=0, seed=0,
+              callbacks=[kx.callbacks.BackupAndRestore(str(tmp_path.parent / f"{tmp_path.name}_copy"))])
+    assert accountant.ledger_of(plain) == (before,)
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, seed=0, callbacks=[kx.callbacks.BackupAndRestore(str(tmp_path))])
+    assert accountant.ledger_of(model) == (before, accountant.Segment(4, 1.0, 0.25))  # epoch 2 at batch 8
+
+
+def test_a_save_during_a_dp_fit_and_quantize_record_the_steps_behind_the_weights(tmp_path):
+    x, y = _data(32)
+    model = _mlp()
+    model.compile(optimizer=kx.optimizers.SGD(0.1), loss=SCE, dp=kx.privacy.DPSGD(1.0, 1.0, delta=1e-3))
+    ckpt = kx.callbacks.ModelCheckpoint(str(tmp_path / "e{epoch}.kerax"))
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, seed=0, callbacks=[ckpt])
+    for epoch in (1, 2):  # Keras numbers the files from 1: after 4 and 8 steps
+        loaded = kx.load_model(tmp_path / f"e{epoch}.kerax")
+        assert accountant.ledger_of(loaded) == (accountant.Segment(4 * epoch, 1.0, 0.25),)
+    assert accountant.ledger_of(kx.quantize(model)) == accountant.ledger_of(model) == (accountant.Segment(8, 1.0, 0.25),)
+
+
+def test_a_backup_without_a_privacy_record_warns_a_dp_fit(tmp_path):
+    x, y = _data(32)
+    plain = _mlp()
+    plain.compile(optimizer=kx.optimizers.SGD(0.1), loss=SCE)
+    with pytest.raises(RuntimeError, match="preempted"):
+        plain.fit(x, y, batch_size=8, epochs=3, verbose=0, seed=0,
+                  callbacks=[kx.callbacks.BackupAndRestore(str(tmp_path)), _FailAtEpochEnd()])
+    model = _mlp()
+    model.compile(optimizer=kx.optimizers.SGD(0.1), loss=SCE, dp=kx.privacy.DPSGD(1.0, 1.0, delta=1e-3))
+    with pytest.warns(UserWarning, match=r"holds no privacy record .* epsilon counts only the steps from here"):
+        h = model.fit(x, y, batch_size=8, epochs=3, verbose=0, seed=0, callbacks=[kx.callbacks.BackupAndRestore(str(tmp_path))])
+    assert h.privacy.steps == 4  # epoch 2 only
 
 
 def test_files_without_dp_load_without_dp_and_a_bad_dp_is_refused(tmp_path):
@@ -230,9 +276,9 @@ def test_train_on_batch_records_each_call_at_sample_rate_one():
 
 def test_a_malformed_privacy_record_in_a_backup_is_refused():
     backup = kx.callbacks.BackupAndRestore("unused")
-    backup.model = types.SimpleNamespace(_steps_executed=0)
-    for record in ({"ledger": [[1, 1.0, 2.0]], "steps": 1}, {"ledger": [], "steps": -1}, {"ledger": []}, [1]):
+    backup.model = types.SimpleNamespace(_steps_executed=5)
+    for record in ({"ledger": [[1, 1.0, 2.0]]}, {"ledger": {}}, {}, [1]):
         with pytest.raises(errors.CorruptFileError, match=r"BackupAndRestore: unused: malformed privacy record"):
             backup._restore_ledger(record)
-    backup._restore_ledger({"ledger": [[3, 1.0, 0.5]], "steps": 2})
-    assert backup.model._privacy_ledger == (accountant.Segment(3, 1.0, 0.5),) and backup.model._fit_steps_base == -2
+    backup._restore_ledger({"ledger": [[3, 1.0, 0.5]]})
+    assert backup.model._privacy_ledger == (accountant.Segment(3, 1.0, 0.5),) and backup.model._fit_steps_base == 5

@@ -6,8 +6,9 @@ argument plumbing, so the pure step builders and the Keras shell compute the sam
 
 from __future__ import annotations
 
+import functools
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -161,9 +162,12 @@ class TrainingMethods:
         b = 32 if batch_size is None else batch_size
         if whole_groups and dp is not None and _in_memory(x) and isinstance(b, int) and b >= 1:
             dp.check_batch_size(b)  # (a bad batch_size is loop.fit's to refuse)
-        # The steps this fit accounts for: those executed since here (BackupAndRestore moves
-        # the base back by the steps of the run before its backup).
+        # The steps this fit accounts for: those executed from here, at this fit's noise and
+        # sample rate (a save or backup during the fit records them: ``ledger_so_far``); the
+        # rate is worked out once a step ran, when fit has checked its arguments.
         self._fit_steps_base = getattr(self, "_steps_executed", 0)
+        self._dp_running = (functools.partial(_dp_segment, self, dp, x, batch_size, validation_split)
+                            if dp is not None else None)
         try:
             history = fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
                           validation_data, shuffle, class_weight, sample_weight, initial_epoch,
@@ -171,7 +175,8 @@ class TrainingMethods:
                           seed, check_finite_inputs)
         finally:  # steps taken before an error spent privacy too
             steps = getattr(self, "_steps_executed", 0) - self._fit_steps_base
-            spent = _account_privacy(self, dp, x, batch_size, validation_split, steps, verbose)
+            running, self._dp_running = self._dp_running, None
+            spent = _account_privacy(self, dp, running, steps, verbose)
         if dp is not None:
             history.privacy = spent
         return history
@@ -275,14 +280,8 @@ def _training_rows(model: Any, x: Any, validation_split: float) -> int | None:
     return n
 
 
-def _account_privacy(model: Any, dp: Any, x: Any, batch_size: Any, validation_split: float,
-                     steps: int, verbose: Any) -> Any:
-    """Appends a DP fit's ``steps`` (executed, counted on the host) to the model's privacy
-    ledger; the (epsilon, delta) spent."""
-    if dp is None or steps <= 0:
-        return None
-    from kerax.privacy import accountant
-
+def _dp_segment(model: Any, dp: Any, x: Any, batch_size: Any, validation_split: float) -> tuple:
+    """``(noise_multiplier, sample_rate, n)`` of a DP fit's steps (the ledger's segment)."""
     n = _training_rows(model, x, validation_split)
     b = 32 if batch_size is None else batch_size
     rate = min(b / n, 1.0) if n else None
@@ -290,8 +289,34 @@ def _account_privacy(model: Any, dp: Any, x: Any, batch_size: Any, validation_sp
     noise = dp.effective_noise(b)
     if n is None and dp.microbatches is not None:  # an iterable's batch sizes are unknown:
         noise = dp.noise_multiplier / 2  # take its groups to hold several examples (2C)
-    segment = accountant.Segment(steps, noise, rate)
-    model._privacy_ledger = accountant.ledger_of(model) + (segment,)
+    return noise, rate, n
+
+
+def ledger_so_far(model: Any) -> tuple:
+    """The model's privacy ledger with the steps a running DP ``fit`` has executed so far:
+    the DP-SGD steps behind the current weights (what ``save`` and backups record)."""
+    from kerax.privacy import accountant
+
+    ledger = accountant.ledger_of(model)
+    running = getattr(model, "_dp_running", None)
+    steps = getattr(model, "_steps_executed", 0) - getattr(model, "_fit_steps_base", 0)
+    if running is not None and steps > 0:
+        noise, rate, _ = running()
+        ledger += (accountant.Segment(steps, noise, rate),)
+    return ledger
+
+
+def _account_privacy(model: Any, dp: Any, running: Callable[[], tuple] | None, steps: int,
+                     verbose: Any = 0) -> Any:
+    """Appends a DP fit's ``steps`` (executed, counted on the host) at the noise and rate
+    ``running()`` gives (``_dp_segment``) to the model's privacy ledger; the (epsilon,
+    delta) spent."""
+    if dp is None or running is None or steps <= 0:
+        return None
+    from kerax.privacy import accountant
+
+    noise, rate, n = running()
+    model._privacy_ledger = accountant.ledger_of(model) + (accountant.Segment(steps, noise, rate),)
     message = accountant.delta_warning(dp.delta, n)
     if message:
         warnings.warn(message, stacklevel=3)

@@ -82,7 +82,9 @@ def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = Tr
     spec = getattr(model, "_input_spec", None)
     if spec is not None:
         meta["input_spec"] = {"shape": list(spec.shape), "dtype": str(np.dtype(spec.dtype))}
-    ledger = getattr(model, "_privacy_ledger", ())
+    from kerax.models.trainer import ledger_so_far
+
+    ledger = ledger_so_far(model)  # a save during a DP fit (ModelCheckpoint) counts its steps so far
     if ledger:  # the DP-SGD steps behind these weights: they describe the weights, optimizer or not
         from kerax.privacy import accountant
 

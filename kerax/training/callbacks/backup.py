@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
 from typing import Any
 
 from kerax import errors
+from kerax.models.trainer import ledger_so_far
 from kerax.saving.checkpoint import CheckpointManager
 from kerax.training.callbacks.base import Callback
 
@@ -67,8 +69,12 @@ class BackupAndRestore(Callback):
             raise errors.ConfigError("BackupAndRestore: the model has no train state to restore into")
         ts, meta = self.manager.restore(template)
         self.model._ts = ts
-        if meta.get("privacy") is not None and _dp(self.model) is not None:
+        if meta.get("privacy") is not None:
             self._restore_ledger(meta["privacy"])
+        elif _dp(self.model) is not None:
+            warnings.warn(f"BackupAndRestore: the backup in {self.backup_dir} holds no privacy record (written "
+                          "by an older kerax or by a fit without dp=): the DP-SGD steps before it are not in "
+                          "the privacy ledger, and epsilon counts only the steps from here", stacklevel=2)
         epoch, batch = int(meta["epoch"]), meta.get("batch")
         if batch is None:  # an epoch-end backup: continue with the next epoch
             self.model._resume_epoch = epoch + 1
@@ -101,29 +107,26 @@ class BackupAndRestore(Callback):
 
     def _backup(self, meta: dict) -> None:
         ts = self.model._ts
-        if _dp(self.model) is not None:  # the DP-SGD steps behind these weights (kx.privacy)
+        ledger = ledger_so_far(self.model)
+        if ledger or _dp(self.model) is not None:  # the DP-SGD steps behind these weights (kx.privacy)
             from kerax.privacy import accountant
 
-            done = getattr(self.model, "_steps_executed", 0) - getattr(self.model, "_fit_steps_base", 0)
-            meta["privacy"] = {"ledger": accountant.ledger_to_json(accountant.ledger_of(self.model)),
-                               "steps": int(done)}
+            meta["privacy"] = {"ledger": accountant.ledger_to_json(ledger)}
         self.manager.save(int(ts.step), ts, meta)
 
     def _restore_ledger(self, saved: Any) -> None:
-        """The privacy ledger before the backed-up run, and that run's steps before the
-        backup: ``fit`` then accounts for the steps behind the restored weights, in this
-        process or a new one (those after the backup, dropped with their weights, are not)."""
+        """The privacy ledger behind the backed-up weights (the steps of the backed-up run
+        included, at its own noise and rate): the resumed ``fit`` adds its own steps, in this
+        process or a new one; those an interrupted attempt took after the backup, dropped
+        with their weights, are not counted."""
         from kerax.privacy import accountant
 
         try:
             ledger = accountant.ledger_from_json(saved.get("ledger") if isinstance(saved, dict) else None)
-            steps = saved["steps"]
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-                raise errors.ConfigError(f"privacy steps must be an int >= 0; received {steps!r}")
-        except (errors.ConfigError, KeyError) as e:
+        except errors.ConfigError as e:
             raise errors.CorruptFileError(f"BackupAndRestore: {self.backup_dir}: malformed privacy record ({e})") from None
         self.model._privacy_ledger = ledger
-        self.model._fit_steps_base = getattr(self.model, "_steps_executed", 0) - steps
+        self.model._fit_steps_base = getattr(self.model, "_steps_executed", 0)  # this fit's steps: from here
 
     def wants(self, hook: str) -> bool:
         if hook == "on_train_batch_begin":  # per-batch hooks only when asked for
