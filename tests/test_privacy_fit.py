@@ -112,7 +112,7 @@ def test_save_and_load_keep_the_dp_setting(tmp_path):
     assert accountant.ledger_of(loaded) == (first,)
     assert kx.privacy.privacy_spent(loaded) == kx.privacy.privacy_spent(model)
     h = loaded.fit(x, y, batch_size=8, epochs=1, verbose=0, seed=0)
-    assert h.privacy.steps == 8 and accountant.ledger_of(loaded) == (first, first)
+    assert h.privacy.steps == 8 and accountant.ledger_of(loaded) == (accountant.Segment(8, 0.55, 0.25),)
     assert h.privacy.epsilon == pytest.approx(kx.privacy.compute_epsilon(8, 0.55, 0.25, 1e-3), rel=1e-12)
     # Without the optimizer the file still says what the weights cost.
     model.save(tmp_path / "weights_only.kerax", include_optimizer=False)
@@ -172,8 +172,7 @@ def test_resumed_fit_counts_the_steps_before_the_backup_once(tmp_path, fresh_mod
     # The weights come from the 4 steps before, the 8 of epochs 0 and 1, and the resumed
     # epoch 2's 4; the failed attempt's own record (its 8 steps) is not counted again.
     assert earlier.steps == 4 and h.privacy.steps == 4 + 8 + 4
-    segment = accountant.Segment(4, 1.0, 0.25)
-    assert accountant.ledger_of(model) == (segment, accountant.Segment(8, 1.0, 0.25), segment)
+    assert accountant.ledger_of(model) == (accountant.Segment(16, 1.0, 0.25),)  # one noise and rate: merged
     assert h.privacy.epsilon == pytest.approx(kx.privacy.compute_epsilon(16, 1.0, 0.25, 1e-3), rel=1e-12)
 
 
@@ -271,7 +270,9 @@ def test_train_on_batch_records_each_call_at_sample_rate_one():
     model.compile(optimizer=optax.sgd(0.1), loss=SCE, dp=kx.privacy.DPSGD(1.0, 1.0, delta=1e-3))
     model.train_on_batch(x, y)
     model.train_on_batch(x, y)
-    assert accountant.ledger_of(model) == (accountant.Segment(1, 1.0, 1.0),) * 2
+    assert accountant.ledger_of(model) == (accountant.Segment(2, 1.0, 1.0),)
+    assert accountant.extend((accountant.Segment(2, 1.0, 1.0),), accountant.Segment(3, 1.0, 0.5)) == (
+        accountant.Segment(2, 1.0, 1.0), accountant.Segment(3, 1.0, 0.5))
 
 
 def test_a_malformed_privacy_record_in_a_backup_is_refused():

@@ -145,9 +145,9 @@ def _install(new: Model, old: Model, params: dict, state: dict) -> None:
         new._input_dtype = old._input_dtype
     new._compiled = old._compiled  # a description only: the optimizer state starts afresh
     # The DP-SGD steps behind the weights are behind the quantized ones too.
-    from kerax.models.trainer import ledger_so_far
+    from kerax.privacy import accountant
 
-    new._privacy_ledger = ledger_so_far(old)
+    new._privacy_ledger = accountant.ledger_of(old)
 
 
 # -- reporting -------------------------------------------------------------------------------

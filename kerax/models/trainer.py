@@ -163,8 +163,8 @@ class TrainingMethods:
         if whole_groups and dp is not None and _in_memory(x) and isinstance(b, int) and b >= 1:
             dp.check_batch_size(b)  # (a bad batch_size is loop.fit's to refuse)
         # The steps this fit accounts for: those executed from here, at this fit's noise and
-        # sample rate (a save or backup during the fit records them: ``ledger_so_far``); the
-        # rate is worked out once a step ran, when fit has checked its arguments.
+        # sample rate (a save or backup during the fit records them: ``accountant.ledger_of``);
+        # the rate is worked out once a step ran, when fit has checked its arguments.
         self._fit_steps_base = getattr(self, "_steps_executed", 0)
         self._dp_running = (functools.partial(_dp_segment, self, dp, x, batch_size, validation_split)
                             if dp is not None else None)
@@ -292,20 +292,6 @@ def _dp_segment(model: Any, dp: Any, x: Any, batch_size: Any, validation_split: 
     return noise, rate, n
 
 
-def ledger_so_far(model: Any) -> tuple:
-    """The model's privacy ledger with the steps a running DP ``fit`` has executed so far:
-    the DP-SGD steps behind the current weights (what ``save`` and backups record)."""
-    from kerax.privacy import accountant
-
-    ledger = accountant.ledger_of(model)
-    running = getattr(model, "_dp_running", None)
-    steps = getattr(model, "_steps_executed", 0) - getattr(model, "_fit_steps_base", 0)
-    if running is not None and steps > 0:
-        noise, rate, _ = running()
-        ledger += (accountant.Segment(steps, noise, rate),)
-    return ledger
-
-
 def _account_privacy(model: Any, dp: Any, running: Callable[[], tuple] | None, steps: int,
                      verbose: Any = 0) -> Any:
     """Appends a DP fit's ``steps`` (executed, counted on the host) at the noise and rate
@@ -316,7 +302,7 @@ def _account_privacy(model: Any, dp: Any, running: Callable[[], tuple] | None, s
     from kerax.privacy import accountant
 
     noise, rate, n = running()
-    model._privacy_ledger = accountant.ledger_of(model) + (accountant.Segment(steps, noise, rate),)
+    model._privacy_ledger = accountant.extend(accountant.ledger_of(model), accountant.Segment(steps, noise, rate))
     message = accountant.delta_warning(dp.delta, n)
     if message:
         warnings.warn(message, stacklevel=3)

@@ -139,8 +139,26 @@ class PrivacySpent:
 
 
 def ledger_of(model: Any) -> tuple[Segment, ...]:
-    """The DP-SGD steps ``fit`` has run on ``model`` (saved with it, and in backups)."""
-    return tuple(getattr(model, "_privacy_ledger", ()))
+    """The DP-SGD steps behind ``model``'s weights: those of its finished ``fit`` calls
+    and, during a DP ``fit``, that fit's steps so far (what ``save``, backups and a
+    callback's ``privacy_spent`` see). Saved with the model and in backups."""
+    ledger = tuple(getattr(model, "_privacy_ledger", ()))
+    running = getattr(model, "_dp_running", None)  # set by fit: () -> (noise, rate, n)
+    steps = getattr(model, "_steps_executed", 0) - getattr(model, "_fit_steps_base", 0)
+    if running is not None and steps > 0:
+        noise, rate, _ = running()
+        ledger = extend(ledger, Segment(steps, noise, rate))
+    return ledger
+
+
+def extend(ledger: tuple[Segment, ...], segment: Segment) -> tuple[Segment, ...]:
+    """``ledger`` with ``segment`` appended, merged into the last segment when both have
+    the same noise and sample rate (composing a and b such steps is composing a + b)."""
+    if ledger and (ledger[-1].noise_multiplier, ledger[-1].sample_rate) == (segment.noise_multiplier,
+                                                                           segment.sample_rate):
+        return ledger[:-1] + (Segment(ledger[-1].steps + segment.steps, segment.noise_multiplier,
+                                      segment.sample_rate),)
+    return ledger + (segment,)
 
 
 def ledger_to_json(ledger: Sequence[Segment]) -> list[list]:

@@ -82,12 +82,10 @@ def save_model(model: Any, path: str | os.PathLike, include_optimizer: bool = Tr
     spec = getattr(model, "_input_spec", None)
     if spec is not None:
         meta["input_spec"] = {"shape": list(spec.shape), "dtype": str(np.dtype(spec.dtype))}
-    from kerax.models.trainer import ledger_so_far
+    from kerax.privacy import accountant
 
-    ledger = ledger_so_far(model)  # a save during a DP fit (ModelCheckpoint) counts its steps so far
+    ledger = accountant.ledger_of(model)  # a save during a DP fit (ModelCheckpoint) counts its steps so far
     if ledger:  # the DP-SGD steps behind these weights: they describe the weights, optimizer or not
-        from kerax.privacy import accountant
-
         meta["privacy_ledger"] = accountant.ledger_to_json(ledger)
     if include_optimizer and getattr(model, "_compiled", None) is not None:
         members.update(_optimizer_members(model))

@@ -18,7 +18,6 @@ import warnings
 from typing import Any
 
 from kerax import errors
-from kerax.models.trainer import ledger_so_far
 from kerax.saving.checkpoint import CheckpointManager
 from kerax.training.callbacks.base import Callback
 
@@ -107,10 +106,10 @@ class BackupAndRestore(Callback):
 
     def _backup(self, meta: dict) -> None:
         ts = self.model._ts
-        ledger = ledger_so_far(self.model)
-        if ledger or _dp(self.model) is not None:  # the DP-SGD steps behind these weights (kx.privacy)
-            from kerax.privacy import accountant
+        from kerax.privacy import accountant
 
+        ledger = accountant.ledger_of(self.model)
+        if ledger or _dp(self.model) is not None:  # the DP-SGD steps behind these weights (kx.privacy)
             meta["privacy"] = {"ledger": accountant.ledger_to_json(ledger)}
         self.manager.save(int(ts.step), ts, meta)
 
