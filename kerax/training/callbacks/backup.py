@@ -105,9 +105,9 @@ class BackupAndRestore(Callback):
         self._manager = None
 
     def _backup(self, meta: dict) -> None:
-        ts = self.model._ts
         from kerax.privacy import accountant
 
+        ts = self.model._ts
         ledger = accountant.ledger_of(self.model)
         if ledger or _dp(self.model) is not None:  # the DP-SGD steps behind these weights (kx.privacy)
             meta["privacy"] = {"ledger": accountant.ledger_to_json(ledger)}
