@@ -114,6 +114,8 @@ def test_save_and_load_keep_the_dp_setting(tmp_path):
     h = loaded.fit(x, y, batch_size=8, epochs=1, verbose=0, seed=0)
     assert h.privacy.steps == 8 and accountant.ledger_of(loaded) == (accountant.Segment(8, 0.55, 0.25),)
     assert h.privacy.epsilon == pytest.approx(kx.privacy.compute_epsilon(8, 0.55, 0.25, 1e-3), rel=1e-12)
+    # Uncompiled, the loaded model reports at the saved run's delta (1e-3), not the default.
+    assert kx.privacy.privacy_spent(kx.load_model(path, compile=False)) == kx.privacy.privacy_spent(model)
     # Without the optimizer the file still says what the weights cost.
     model.save(tmp_path / "weights_only.kerax", include_optimizer=False)
     assert accountant.ledger_of(kx.load_model(tmp_path / "weights_only.kerax")) == (first,)

@@ -191,7 +191,8 @@ def ledger_from_json(value: Any) -> tuple[Segment, ...]:
 def privacy_spent(model: Any, delta: float | None = None) -> PrivacySpent:
     """The ``(epsilon, delta)`` of every DP-SGD ``fit`` of ``model`` so far, composed.
 
-    ``delta`` defaults to the compiled ``DPSGD``'s ``delta`` (else 1e-5). The ledger counts
+    ``delta`` defaults to the compiled ``DPSGD``'s ``delta`` (for ``load_model(...,
+    compile=False)``, the saved one's; else 1e-5). The ledger counts
     the DP-SGD steps that led to the model's weights: ``save`` / ``load_model`` carry it,
     and a ``fit`` resumed by ``BackupAndRestore`` counts the steps before the backup (not
     those of the interrupted attempt after it, whose weights were dropped). ``set_weights``
@@ -200,8 +201,8 @@ def privacy_spent(model: Any, delta: float | None = None) -> PrivacySpent:
     Raises:
       ConfigError: a fit on a data set of unknown size. ImportError: no ``dp-accounting``.
     """
-    if delta is None:
+    if delta is None:  # the compiled DPSGD's, or that of the file an uncompiled model came from
         dp = getattr(getattr(model, "_compiled", None), "dp", None)
-        delta = dp.delta if dp is not None else 1e-5
+        delta = dp.delta if dp is not None else getattr(model, "_privacy_delta", 1e-5)
     ledger = ledger_of(model)
     return PrivacySpent(compose_epsilon(ledger, delta), float(delta), sum(s.steps for s in ledger))

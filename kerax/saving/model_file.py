@@ -236,6 +236,10 @@ def load_model(path: str | os.PathLike, custom_objects: Mapping[str, Any] | None
             model._privacy_ledger = accountant.ledger_from_json(meta["privacy_ledger"])
         except errors.ConfigError as e:
             raise errors.CorruptFileError(f"{path}:{METADATA}: malformed privacy_ledger ({e.message})") from None
+        if not compile and COMPILE in members:  # privacy_spent's delta: the run's, compiled or not
+            conf = safe_io.parse_json(members[COMPILE], f"{path}:{COMPILE}")
+            if isinstance(conf, dict) and conf.get("dp") is not None:
+                model._privacy_delta = _dp_config(conf["dp"], f"{path}:{COMPILE}").delta
     return model
 
 
