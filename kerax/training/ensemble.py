@@ -42,16 +42,16 @@ from kerax.training.callbacks import (
 from kerax.training.callbacks.base import HOOKS
 from kerax.training.callbacks.progress import Progress, resolve_verbose
 from kerax.training.ensemble_predict import (  # noqa: F401 - held: also this module's public name
-    _MEMBER_KEY,
+    MEMBER_KEY,
     EnsembleHistory,
     Members,
-    _take,
-    _unroll_default,
     held,
     host_logs,
     member_map,
     publish,
     run_eval,
+    take_member,
+    unroll_default,
 )
 from kerax.training.objectives import NAN_KEY
 from kerax.training.steps import TrainStep, release_free_heap
@@ -95,7 +95,7 @@ def vmap_train_step(train_step: TrainStep, *, shared_batch: bool = True,
         raise errors.ConfigError("vmap_train_step maps one device's step over members; expected a step "
                                  "made without distribute=; received distribute="
                                  f"{type(train_step.distribute).__name__}")
-    unroll = _unroll_default(train_step.model) if unroll is None else unroll
+    unroll = unroll_default(train_step.model) if unroll is None else unroll
     mapped = member_map(train_step._call_impl, (0, None if shared_batch else 0), unroll)
     run = jax.jit(mapped, donate_argnums=(0,))
     names = train_step.objectives.log_names()
@@ -139,7 +139,7 @@ class EnsembleStep:
 
     def __init__(self, step: TrainStep) -> None:
         self.step, self.objectives = step, step.objectives
-        unroll = _unroll_default(step.model)
+        unroll = unroll_default(step.model)
         self.run = jax.jit(member_map(step._run, (0, 0, None, 0), unroll), donate_argnums=(0, 1))
         self._compute = jax.jit(jax.vmap(self.objectives.compute))
 
@@ -256,7 +256,7 @@ def _train_state(model: Any, compiled: Any, spec: Any, seeds: list[int], hyper: 
             ts = ts.replace(opt_state=set_hyperparam(ts.opt_state, name, np.asarray(values)))
         return ts, {**old.hyperparams, **hyper}
     if old is not None and old.size == len(seeds):  # recompiled: the members' weights, a new optimizer
-        inits = [(_take(old.ts.params, i), _take(old.ts.state, i)) for i in range(len(seeds))]
+        inits = [(take_member(old.ts.params, i), take_member(old.ts.state, i)) for i in range(len(seeds))]
     else:
         init = model._init_program(spec)
         inits = jax.block_until_ready([init(jax.random.key(s)) for s in seeds])
@@ -404,7 +404,7 @@ def fit(model: Any, members: Any, hyperparams: Any, x: Any, y: Any, batch_size: 
         if val is not None and (epoch + 1) % validation_freq == 0 and not halted:
             val_logs = run_eval(model, objectives, val, validation_batch_size or batch_size, validation_steps, 0)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
-        progress.close({k: v for k, v in logs.items() if not _MEMBER_KEY.match(k)})
+        progress.close({k: v for k, v in logs.items() if not MEMBER_KEY.match(k)})
         cbs.on_epoch_end(epoch, logs)
         if halted:
             print(f"Epoch {epoch + 1}: every member had a non-finite loss; stopped")
@@ -448,7 +448,7 @@ class _Run:
                 cbs.on_train_batch_end(batch, estep.logs(mstate))
             batch += idx.shape[1]
             progress.update(idx.shape[1], lambda: {k: v for k, v in estep.logs(mstate).items()
-                                                   if not _MEMBER_KEY.match(k)})
+                                                   if not MEMBER_KEY.match(k)})
             if self.on_nan != "warn" and _nan_halt(mstate, self.on_nan, self.max_bad):
                 halted = True
                 break

@@ -34,13 +34,14 @@ from kerax.training.packed import unpacked
 from kerax.training.steps import uses_conv
 from kerax.training.train_state import TrainState
 
-_MEMBER_KEY = re.compile(r"^(.*)_member_(\d+)$")
+MEMBER_KEY = re.compile(r"^(.*)_member_(\d+)$")
 
 
 # -- mapping the member axis ---------------------------------------------------------------------
 
 
-def _unroll_default(model: Any) -> bool:
+def unroll_default(model: Any) -> bool:
+    """Whether ``member_map`` unrolls the members: convolutional models on XLA:CPU (above)."""
     return uses_conv(model) and jax.default_backend() == "cpu"
 
 
@@ -63,7 +64,7 @@ def _mapped(model: Any, key: str, fn: Callable, in_axes: tuple) -> Callable:
     """A cached, jit-compiled member map of ``fn``."""
     cache_key = ("ensemble", key)
     if cache_key not in model._step_cache:
-        model._step_cache[cache_key] = jax.jit(member_map(fn, in_axes, _unroll_default(model)))
+        model._step_cache[cache_key] = jax.jit(member_map(fn, in_axes, unroll_default(model)))
     return model._step_cache[cache_key]
 
 
@@ -100,14 +101,15 @@ def held(model: Any) -> Members | None:
     return members if members.version == getattr(model, "_weights_version", 0) else None
 
 
-def _take(tree: Any, i: int) -> Any:
+def take_member(tree: Any, i: int) -> Any:
+    """Member ``i``'s slice of a stacked tree, as arrays of its own (not views of the stack)."""
     return jax.tree.map(lambda a: jnp.copy(a[i]), tree)
 
 
 def publish(model: Any, members: Members) -> None:
     """Member 0 becomes the model's own weights and train state (== ``fit(seed=s)``)."""
-    model._ts = members.published_ts = _take(members.ts, 0)
-    model._params, model._state = _take(members.ts.params, 0), _take(members.ts.state, 0)
+    model._ts = members.published_ts = take_member(members.ts, 0)
+    model._params, model._state = take_member(members.ts.params, 0), take_member(members.ts.state, 0)
     members.published, members.version = model._params, getattr(model, "_weights_version", 0)
     model._ensemble = members
 
@@ -163,7 +165,7 @@ def run_eval(model: Any, objectives: Any, data: ArrayData | IterableData, batch_
         if callbacks is not None and callbacks.wants("on_test_batch_end"):
             callbacks.on_test_batch_end(i, host_logs(_per_member(ev, mstate)))
     logs = host_logs(_per_member(ev, mstate))
-    progress.close({k: v for k, v in logs.items() if not _MEMBER_KEY.match(k)})
+    progress.close({k: v for k, v in logs.items() if not MEMBER_KEY.match(k)})
     return logs
 
 
@@ -245,8 +247,8 @@ def _member_of(model: Any, ens: Members, index: int) -> Any:
     if isinstance(getattr(clone, "_layers", None), list):
         clone._layers = list(clone._layers)
     clone._step_cache, clone._ensemble = {}, None
-    clone._ts = _take(ens.ts, int(index))
-    clone._params, clone._state = _take(ens.ts.params, int(index)), _take(ens.ts.state, int(index))
+    clone._ts = take_member(ens.ts, int(index))
+    clone._params, clone._state = take_member(ens.ts.params, int(index)), take_member(ens.ts.state, int(index))
     clone.stop_training = False
     return clone
 
@@ -264,7 +266,7 @@ class EnsembleHistory(History):
     def members(self) -> list[dict]:
         out: list[dict] = [{} for _ in self.seeds]
         for key, values in self.history.items():
-            match = _MEMBER_KEY.match(key)
+            match = MEMBER_KEY.match(key)
             if match:
                 out[int(match.group(2))][match.group(1)] = values
         return out
