@@ -128,12 +128,20 @@ def _message(e: BaseException) -> str:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if getattr(args, "debug_nans", False):
-        import jax
+    command = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary,
+               "config": _config}[args.command]
+    if not getattr(args, "debug_nans", False):
+        return command(args)
+    import jax
 
-        jax.config.update("jax_debug_nans", True)
-    return {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary,
-            "config": _config}[args.command](args)
+    # Process-wide, not jax.debug_nans(True): that context is thread-local, and fit compiles
+    # its first step on a thread. Restored after, for callers of main that go on.
+    before = jax.config.jax_debug_nans
+    jax.config.update("jax_debug_nans", True)
+    try:
+        return command(args)
+    finally:
+        jax.config.update("jax_debug_nans", before)
 
 
 def _say(args: argparse.Namespace):

@@ -1,6 +1,6 @@
 """The ``kerax`` command: the default run end to end (at reduced size), every shipped
 config, exit codes and one-line messages for user errors, evaluate / predict / summary,
-and resuming (RELIABILITY C15, C18)."""
+resuming, a non-finite loss and ``--debug-nans`` (RELIABILITY C11, C14, C15, C18)."""
 
 from __future__ import annotations
 
@@ -242,6 +242,45 @@ def test_c15_sigterm_to_the_command_saves_and_exits_143(tmp_path):
     step = int(text.split("SIGTERM at step ")[1].split(";")[0])
     assert step >= 41 and (out / "backup" / f"step_{step}").is_dir()
     assert not (out / "model.kerax").exists()
+
+
+def test_c11_a_non_finite_loss_fails_the_run_and_keeps_the_last_good_backup(tmp_path):
+    """Plain SGD at rate 1e30 on the one-unit regression: step 1 is finite, step 2's loss
+    overflows. The run exits 1, says so, writes the history, keeps the backup (with step 1's
+    weights, those a one-epoch run ends with) and saves no model."""
+    from safetensors.numpy import load_file
+
+    lr = ["--set", "compile.optimizer.learning_rate=1e30"]
+    out = tmp_path / "nan"
+    code, stdout, stderr = _run_main(["train", "regression_hello", "-q", *lr, "fit.epochs=5", "-o", str(out)])
+    assert code == 1, stderr
+    assert "Epoch 2: non-finite loss; stopped before applying that update" in stdout
+    assert ("kerax train: error: epoch 2: non-finite loss; training stopped before applying that update; "
+            f"{out / 'backup'} holds the weights of the last good step") in stderr
+    assert f"--output-dir {out} --resume" in stderr and "Traceback" not in stderr
+    loss = json.loads((out / "history.json").read_text())["loss"]
+    assert len(loss) == 2 and np.isfinite(loss[0]) and loss[1] == "nan"
+    assert not (out / "model.kerax").exists() and not (out / "metrics.json").exists()
+    backup = load_file(str(out / "backup" / "step_1" / "state.safetensors"))
+    assert int(backup["step"]) == 1 and np.isfinite(backup["params/dense/kernel"]).all()
+    code, _, stderr = _run_main(["train", "regression_hello", "-q", *lr, "fit.epochs=1", "-o", str(tmp_path / "one")])
+    assert code == 0, stderr
+    one = kx.load_model(tmp_path / "one" / "model.kerax", compile=False)
+    np.testing.assert_array_equal(backup["params/dense/kernel"], one.params["dense"]["kernel"])
+
+
+def test_c14_debug_nans_names_the_primitive_that_made_the_nan(tmp_path):
+    """A Poisson loss of a negative prediction takes log of a negative number. on_nan: stop
+    (the CLI's default) keeps NaNs out of the step's outputs, so without the flag the run only
+    stops; with it the step lets the NaN through and JAX names the primitive."""
+    poisson = ["regression_hello", "-q", "--set", "compile.loss=poisson", "fit.epochs=2"]
+    code, stdout, stderr = _run_main(["train", *poisson, "--debug-nans", "-o", str(tmp_path / "debug")])
+    assert not jax.config.jax_debug_nans  # set for the command only
+    assert code == 1
+    assert "FloatingPointError: invalid value (nan) encountered in log" in stderr
+    assert "kerax train: error: invalid value (nan) encountered in log" in stderr
+    code, stdout, stderr = _run_main(["train", *poisson, "-o", str(tmp_path / "plain")])
+    assert code == 1 and "epoch 1: non-finite loss; training stopped before applying that update" in stderr
 
 
 def test_data_parallel_run_matches_one_device(tmp_path):

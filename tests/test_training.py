@@ -194,9 +194,24 @@ def test_terminate_on_nan_stops_before_the_bad_update():
     history = model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, seed=0,
                         callbacks=[Snapshot(), kx.callbacks.TerminateOnNaN()])
     assert len(history.history["loss"]) == 1
+    assert math.isnan(history.history["loss"][0])  # not the mean of the two good steps
     assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(model.params))
     jax.tree.map(np.testing.assert_array_equal, model.params, params_before[1])  # after batch 1 (0-based)
     assert int(model._ts.step) == 2
+
+
+@pytest.mark.parametrize("on_nan", ["stop", "skip"])
+def test_debug_nans_reaches_the_primitive_whatever_on_nan_says(on_nan):
+    """on_nan="stop"/"skip" mask the bad update, which would hide the NaN from JAX's check."""
+    x, y = _blobs(n=32)
+    model = kx.Sequential([layers.Dense(3, input_shape=(4,)), layers.Activation(jnp.sqrt)])  # sqrt(< 0)
+    model.compile(optimizer="sgd", loss=SCCE, on_nan=on_nan)
+    jax.config.update("jax_debug_nans", True)
+    try:
+        with pytest.raises(FloatingPointError, match=r"invalid value \(nan\) encountered in sqrt"):
+            model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, seed=0)
+    finally:
+        jax.config.update("jax_debug_nans", False)
 
 
 def test_nan_without_terminate_is_reported():

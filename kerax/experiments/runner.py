@@ -252,6 +252,7 @@ def train(config: dict, output_dir: str | os.PathLike | None = None, resume: str
     history = model.fit(data.x_train, data.y_train, batch_size=fit["batch_size"], epochs=fit["epochs"],
                         validation_split=fit["validation_split"], shuffle=fit["shuffle"],
                         callbacks=cbs, seed=config["seed"], verbose=verbose)
+    _check_finite(model, history, out, chief, config["name"])
     test = model.evaluate(data.x_test, data.y_test, batch_size=fit["batch_size"], verbose=0,
                           return_dict=True)
     test = {f"test_{k}": float(v) for k, v in test.items()}
@@ -261,14 +262,36 @@ def train(config: dict, output_dir: str | os.PathLike | None = None, resume: str
     return Run(model, history.history, test, out)
 
 
+def _check_finite(model: Any, history: Any, out: Path, chief: bool, name: str) -> None:
+    """Fails the run (RELIABILITY C11) when its last epoch met a non-finite loss, after
+    writing the history; ``BackupAndRestore`` has kept the backup (the loss is NaN)."""
+    losses = history.history.get("loss") or [0.0]
+    if math.isfinite(float(losses[-1])):
+        return
+    if chief:
+        _write_records(out, history.history, None, name)
+    epoch = history.epoch[-1] + 1 if history.epoch else len(losses)
+    if all(np.isfinite(w).all() for w in model.get_weights()):
+        what = (f"training stopped before applying that update; {out / 'backup'} holds the weights of "
+                "the last good step. Change the config (a lower learning rate, say: --set "
+                f"compile.optimizer.learning_rate=...) and continue with: kerax train "
+                f"{out / 'config.yaml'} --output-dir {out} --resume")
+    else:
+        what = ("the update was applied and the weights are no longer finite (compile.on_nan: warn); "
+                "with on_nan: stop, training stops before such an update")
+    raise errors.NonFiniteLossError(f"epoch {epoch}: non-finite loss; {what}")
+
+
 def _jsonable(history: dict) -> dict:
     return {k: [float(v) if math.isfinite(float(v)) else str(float(v)) for v in vs] for k, vs in history.items()}
 
 
-def _write_records(out: Path, history: dict, test: dict, name: str) -> None:
+def _write_records(out: Path, history: dict, test: dict | None, name: str) -> None:
+    """history.json / .csv, curves.png and (``test`` given) metrics.json."""
     hist = _jsonable(history)
     (out / "history.json").write_text(json.dumps(hist, indent=1) + "\n")
-    (out / "metrics.json").write_text(json.dumps(test, indent=1) + "\n")
+    if test is not None:
+        (out / "metrics.json").write_text(json.dumps(test, indent=1) + "\n")
     keys = list(hist)
     with open(out / "history.csv", "w", newline="") as f:
         writer = csv.writer(f)

@@ -300,6 +300,8 @@ class _Trainer:
         logs = setup.host_logs(dict(zip(logs, values)))  # Keras's order (pytrees sort dict keys)
         self.model._ts = self.ts if self.dp is None else self.dp.unreplicate(self.ts)
         halted = (halted or self.check_nan(mstate)) if self.step.on_nan != "warn" else False
+        if halted:  # the epoch met a non-finite loss: its loss is not the mean of the good steps
+            logs["loss"] = float("nan")
         bad = float(np.asarray(counts).reshape(-1, 2)[0, 0])
         if bad and self.step.on_nan == "warn":
             warnings.warn(f"epoch {epoch + 1}: {int(bad)} step(s) had a non-finite loss or gradient", stacklevel=4)

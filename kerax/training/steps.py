@@ -20,7 +20,9 @@ data set that lives on the device.
 ``on_nan``: ``"warn"`` (default) applies every update, as Keras does, and counts
 non-finite losses so the loop can report them; ``"stop"`` never applies a non-finite update
 and freezes the state from the first one on; ``"skip"`` drops non-finite updates and counts
-consecutive ones.
+consecutive ones. Under ``jax_debug_nans`` (the CLI's ``--debug-nans``) every mode traces as
+``"warn"``: a masked update would keep the NaN out of the step's outputs, where JAX looks
+for it before re-running the step op by op to name the primitive that made it.
 """
 
 from __future__ import annotations
@@ -181,6 +183,7 @@ class TrainStep:
 
     def _one(self, ts: Any, mstate: dict, x: Any, y: Any, sw: Any, mask: Any) -> tuple[Any, dict]:
         model, obj = self.model, self.objectives
+        on_nan = "warn" if jax.config.jax_debug_nans else self.on_nan  # see the module docstring
         # Under pmap each device averages over the *global* number of rows and the sums of
         # the devices' losses and gradients are the single-device ones.
         count = self._psum(jnp.sum(mask))
@@ -209,15 +212,15 @@ class TrainStep:
         candidate = ts.apply_gradients(grads, state=new_state)
         finite = jnp.isfinite(total)
         # A finite loss can still have non-finite gradients (a LossScaleOptimizer skips those itself).
-        if self.on_nan != "warn" and loss_scale.current_scale(ts.opt_state) is None:
+        if on_nan != "warn" and loss_scale.current_scale(ts.opt_state) is None:
             finite = finite & jnp.all(jnp.stack(
                 [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)] or [jnp.bool_(True)]
             ))
         bad = mstate[NAN_KEY]
-        if self.on_nan == "warn":
+        if on_nan == "warn":
             new_ts, applied = candidate, jnp.bool_(True)
         else:
-            applied = finite & ((bad[0] == 0) if self.on_nan == "stop" else jnp.bool_(True))
+            applied = finite & ((bad[0] == 0) if on_nan == "stop" else jnp.bool_(True))
             kept = _where(applied, (candidate.step, candidate.params, candidate.state, candidate.opt_state),
                           (ts.step, ts.params, ts.state, ts.opt_state))
             new_ts = ts.replace(step=kept[0], params=kept[1], state=kept[2], opt_state=kept[3])
