@@ -89,6 +89,11 @@ class NonFiniteLossError(KeraxError, FloatingPointError):
     """Training produced non-finite losses more often than allowed (``on_nan="skip"``)."""
 
 
+class OutOfMemoryError(KeraxError, MemoryError):
+    """XLA could not allocate what a step or the weights need (``RESOURCE_EXHAUSTED``); the
+    message gives the model's size, the batch size and what would need less memory."""
+
+
 class DataError(KeraxError, ValueError):
     """Training or evaluation data is unusable: empty, mismatched lengths, non-finite."""
 

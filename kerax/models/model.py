@@ -196,6 +196,7 @@ class Model(TrainingMethods, Layer):
         return jax.jit(merge_draws(lambda k: init_grouped(self.init, k, spec)))
 
     def _build_from(self, x: Any, seed: Any = None) -> None:
+        from kerax.models.memory import memory_hints
         from kerax.training.steps import release_free_heap
         from kerax.utils import make_key
 
@@ -208,8 +209,9 @@ class Model(TrainingMethods, Layer):
             order.extend(weights.ordered_paths(p, s))
             return p, s
 
-        jax.eval_shape(traced, key, spec)
-        params, state = jax.block_until_ready(self._init_program(spec)(key))
+        shapes = jax.eval_shape(traced, key, spec)
+        with memory_hints(self, "build", weights=shapes):
+            params, state = jax.block_until_ready(self._init_program(spec)(key))
         # The program is gone now: hand its freed temporaries, executable and compile
         # scratch back to the OS, or they stay mapped under everything compiled later
         # (bench/ W5 with make_train_step: peak RSS 422-428 -> 378-386 MB, 3 processes).

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from kerax import errors, loss_scale, optimizers
+from kerax.models.memory import memory_hints
 
 
 class OptimizerHandle:
@@ -138,16 +139,17 @@ class TrainingMethods:
         ``ensemble=N`` trains N independent members (member i as ``fit(seed=seed + i)``) in
         one compiled program; ``ensemble_hyperparams={"learning_rate": [...]}`` gives each
         its own optimizer hyperparameter. See :mod:`kerax.training.ensemble`."""
-        if ensemble is not None or ensemble_hyperparams is not None:
-            from kerax.training import ensemble as members
+        with memory_hints(self, "fit", _batch_rows(x, batch_size)):
+            if ensemble is not None or ensemble_hyperparams is not None:
+                from kerax.training import ensemble as members
 
-            return members.fit(self, ensemble, ensemble_hyperparams, x, y, batch_size, epochs, verbose,
-                               callbacks, validation_split, validation_data, shuffle, class_weight,
-                               sample_weight, initial_epoch, steps_per_epoch, validation_steps,
-                               validation_batch_size, validation_freq, seed, check_finite_inputs)
-        return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle,
-                         class_weight, sample_weight, initial_epoch, steps_per_epoch, validation_steps,
-                         validation_batch_size, validation_freq, seed, check_finite_inputs)
+                return members.fit(self, ensemble, ensemble_hyperparams, x, y, batch_size, epochs, verbose,
+                                   callbacks, validation_split, validation_data, shuffle, class_weight,
+                                   sample_weight, initial_epoch, steps_per_epoch, validation_steps,
+                                   validation_batch_size, validation_freq, seed, check_finite_inputs)
+            return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data,
+                             shuffle, class_weight, sample_weight, initial_epoch, steps_per_epoch,
+                             validation_steps, validation_batch_size, validation_freq, seed, check_finite_inputs)
 
     def _fit(self, x: Any, y: Any, batch_size: Any, epochs: int, verbose: Any, callbacks: Any,
              validation_split: float, validation_data: Any, shuffle: bool, class_weight: Any, sample_weight: Any,
@@ -187,7 +189,8 @@ class TrainingMethods:
         """The loss and metrics on ``(x, y)``: a float, ``[loss, *metrics]``, or a dict."""
         from kerax.training.evaluation import evaluate
 
-        return evaluate(self, x, y, batch_size, verbose, sample_weight, steps, callbacks, return_dict)
+        with memory_hints(self, "evaluate", _batch_rows(x, batch_size)):
+            return evaluate(self, x, y, batch_size, verbose, sample_weight, steps, callbacks, return_dict)
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: Any = "auto",
                 steps: int | None = None, callbacks: list | None = None, ensemble: str | None = None) -> Any:
@@ -198,10 +201,11 @@ class TrainingMethods:
         from kerax.training.ensemble import held
         from kerax.training.evaluation import predict
 
-        if ensemble is not None or held(self) is not None:
-            return ensemble_predict.predict(self, x, batch_size, steps, ensemble,
-                                            verbose=0 if verbose == "auto" else verbose, callbacks=callbacks)
-        return predict(self, x, batch_size, 0 if verbose == "auto" else verbose, steps, callbacks)
+        with memory_hints(self, "predict", _batch_rows(x, batch_size)):
+            if ensemble is not None or held(self) is not None:
+                return ensemble_predict.predict(self, x, batch_size, steps, ensemble,
+                                                verbose=0 if verbose == "auto" else verbose, callbacks=callbacks)
+            return predict(self, x, batch_size, 0 if verbose == "auto" else verbose, steps, callbacks)
 
     @property
     def ensemble_size(self) -> int | None:
@@ -220,8 +224,9 @@ class TrainingMethods:
     def train_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
                        class_weight: dict | None = None, return_dict: bool = False) -> Any:
         """One optimizer step on one batch; returns the batch's loss (and metrics)."""
-        history = self._fit(x, y, _rows(x), 1, 0, None, 0.0, None, False, class_weight, sample_weight, 0, None,
-                            None, None, 1, None, False, whole_groups=False)
+        with memory_hints(self, "fit", _rows(x)):
+            history = self._fit(x, y, _rows(x), 1, 0, None, 0.0, None, False, class_weight, sample_weight, 0,
+                                None, None, None, 1, None, False, whole_groups=False)
         logs = {k: v[-1] for k, v in history.history.items()}
         return logs if return_dict else _as_list(self, logs)
 
@@ -258,6 +263,16 @@ class TrainingMethods:
 def _rows(x: Any) -> int:
     leaves = jax.tree.leaves(x)
     return max(int(np.shape(leaves[0])[0]) if leaves and np.ndim(leaves[0]) else len(x), 1)
+
+
+def _batch_rows(x: Any, batch_size: Any) -> int | None:
+    """The rows of a batch, for an error message (None: unknown, an iterable's)."""
+    if not isinstance(batch_size, (int, type(None))) or not _in_memory(x):
+        return None
+    try:
+        return min(batch_size or 32, _rows(x))
+    except Exception:  # noqa: BLE001 - malformed x: fit reports it
+        return batch_size
 
 
 def _in_memory(x: Any) -> bool:
