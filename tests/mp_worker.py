@@ -3,7 +3,7 @@
 Usage: python mp_worker.py PROCESS_ID NUM_PROCESSES PORT SCENARIO OUT_DIR
 Each process has 2 simulated CPU devices. Scenarios: fit (train + evaluate, save params),
 uneven (process 1 holds fewer rows), exit_early (process 1 exits before training),
-no_collectives (cross-process collectives disabled).
+no_collectives (cross-process collectives disabled), preempt / preempt_resume (SIGTERM).
 """
 
 import os
@@ -62,6 +62,23 @@ if scenario == "ckpt_restore":  # E5: a new 2-process run restores what the last
     ts, meta = kx.checkpoint.CheckpointManager(os.path.join(out, "ckpt")).restore(template)
     np.savez(os.path.join(out, f"restored{pid}.npz"), *[np.asarray(a) for a in jax.tree.leaves(ts.params)],
              step=np.asarray(ts.step), epoch=np.asarray(meta["epoch"]))
+    sys.exit(0)
+if scenario in ("preempt", "preempt_resume"):  # C16: SIGTERM to one process, or to each at its own time
+    from kerax.experiments.preemption import Preempted, StopOnSignal, sigterm_flag
+
+    x, y = local_share(*global_data())
+    m = model()
+    with sigterm_flag() as stop:
+        backup = kx.callbacks.BackupAndRestore(os.path.join(out, "backup"))
+        said = kx.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: print(f"epoch {e + 1} done", flush=True))
+        epochs = 300 if scenario == "preempt" else int(os.environ["MP_EPOCHS"])
+        try:
+            m.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0, seed=0,
+                  callbacks=[backup, said, StopOnSignal(stop, backup)])
+        except Preempted as e:
+            print(f"preempted at step {e.step}", flush=True)
+            sys.exit(143)
+    np.savez(os.path.join(out, f"params{pid}.npz"), *m.get_weights())
     sys.exit(0)
 x, y = local_share(*global_data())
 if scenario == "uneven" and pid == 1:

@@ -1,4 +1,4 @@
-"""Several processes on one machine (127.0.0.1), each with 2 CPU devices: RELIABILITY E3,
+"""Several processes on one machine (127.0.0.1), each with 2 CPU devices: RELIABILITY C16, E3,
 E4, E7-E10. Every test bounds its own time and kills its processes."""
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ def _free_port() -> int:
 
 
 def _launch(scenario: str, tmp_path: Path, nproc: int = 2, start: tuple = (0, 1), timeout: float = 120,
-            init_timeout: int = 20):
+            init_timeout: int = 20, **env_extra: str):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["MP_INIT_TIMEOUT"] = str(init_timeout)
+    env.update(env_extra)
     procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), str(nproc), str(port), scenario, str(tmp_path)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
              for i in start]
@@ -45,7 +46,7 @@ def _launch(scenario: str, tmp_path: Path, nproc: int = 2, start: tuple = (0, 1)
     return outputs, time.time() - t0
 
 
-def _reference():
+def _reference(epochs=2):
     """One process, one device, over the same global batches."""
     import kerax as kx
     from kerax import layers
@@ -54,7 +55,7 @@ def _reference():
     x, y = rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 3, 64).astype(np.int32)
     m = kx.Sequential([layers.Dense(8, activation="relu", input_shape=(4,)), layers.Dense(3)])
     m.compile(optimizer="adam", loss=kx.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    history = m.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, seed=0)
+    history = m.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0, seed=0)
     return m.get_weights(), history.history["loss"], m.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
 
 
@@ -129,3 +130,48 @@ def test_e5_e6_checkpoint_across_process_counts(tmp_path):
     ts, meta = kx.checkpoint.CheckpointManager(tmp_path / "ckpt").restore(template)
     for i, leaf in enumerate(jax.tree.leaves(ts.params)):
         np.testing.assert_array_equal(np.asarray(leaf), saved[f"arr_{i}"])
+
+
+def test_c16_sigterm_to_one_process_stops_all_at_the_same_epoch_and_resumes(tmp_path):
+    """SIGTERM reaches process 0 only, mid-run. Both processes must stop after the same epoch
+    (exit 143, the same step), with one backup written at that step, well inside 60 s; a new
+    two-process run then finishes from it with the weights of an uninterrupted run."""
+    import signal
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["MP_INIT_TIMEOUT"] = "20"
+    procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), "2", str(port), "preempt", str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) for i in range(2)]
+    try:
+        seen = b""
+        while b"epoch 2 done" not in seen:  # training is under way in process 0
+            chunk = procs[0].stdout.read1(4096)
+            assert chunk, seen.decode(errors="replace")[-3000:]
+            seen += chunk
+        t0 = time.time()
+        procs[0].send_signal(signal.SIGTERM)
+        texts = []
+        for i, p in enumerate(procs):
+            rest, _ = p.communicate(timeout=60)
+            texts.append(((seen if i == 0 else b"") + rest).decode(errors="replace"))
+        elapsed = time.time() - t0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [143, 143], [t[-2000:] for t in texts]
+    steps = {int(t.split("preempted at step ")[1].split()[0]) for t in texts}
+    assert len(steps) == 1 and elapsed < 60, (steps, elapsed)
+    step = steps.pop()
+    assert step % 4 == 0 and step >= 8  # an epoch end (4 global batches an epoch), after epoch 2
+    assert [d.name for d in (tmp_path / "backup").iterdir() if d.name.startswith("step_")][-1] == f"step_{step}"
+    epochs = step // 4 + 1
+    outputs, _ = _launch("preempt_resume", tmp_path, MP_EPOCHS=str(epochs))
+    assert [code for code, _ in outputs] == [0, 0], [t[-2000:] for _, t in outputs]
+    weights = _reference(epochs)[0]
+    for pid in range(2):
+        got = np.load(tmp_path / f"params{pid}.npz")
+        for i, w in enumerate(weights):
+            np.testing.assert_allclose(got[f"arr_{i}"], w, rtol=1e-5, atol=1e-5)

@@ -5,6 +5,14 @@
 :class:`~kerax.callbacks.BackupAndRestore` write the train state at that step, and raises
 :class:`Preempted`. The command turns that into exit code 143 (128 + SIGTERM), and running
 it again with the same output directory continues from the saved step.
+
+Across processes (``jax.distributed``) a scheduler signals each process at its own moment,
+or only one of them. At every epoch end the processes exchange their flags (one small
+all-gather, the same call in every process), so all of them stop after the same epoch,
+whose backup process 0 has written once, and none waits in a collective for a process
+that left. Python's SIGTERM handler replaces the one JAX's preemption service installs,
+so ``multihost_utils.reached_preemption_sync_point`` is not used: the agreement is the
+same, at epoch granularity (the granularity of data-parallel backups).
 """
 
 from __future__ import annotations
@@ -13,6 +21,9 @@ import contextlib
 import signal
 import threading
 from typing import Iterator
+
+import jax
+import numpy as np
 
 from kerax.training.callbacks import BackupAndRestore, Callback
 
@@ -62,8 +73,17 @@ class StopOnSignal(Callback):
             raise Preempted(int(self.model._ts.step), self.backup.backup_dir)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.event.is_set():  # the backup callback, earlier in the list, has saved this epoch
+        if self._signalled_anywhere():  # the backup callback, earlier in the list, has saved this epoch
             raise Preempted(int(self.model._ts.step), self.backup.backup_dir)
+
+    def _signalled_anywhere(self) -> bool:
+        """Whether any process has been signalled; every process asks at the same epoch end."""
+        if jax.process_count() == 1:
+            return self.event.is_set()
+        from jax.experimental import multihost_utils
+
+        flags = multihost_utils.process_allgather(np.array([self.event.is_set()], np.int32))
+        return bool(np.asarray(flags).any())
 
     def wants(self, hook: str) -> bool:
         return hook in ("on_epoch_begin", "on_train_batch_begin", "on_epoch_end") or super().wants(hook)
