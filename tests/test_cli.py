@@ -283,6 +283,37 @@ def test_c14_debug_nans_names_the_primitive_that_made_the_nan(tmp_path):
     assert code == 1 and "epoch 1: non-finite loss; training stopped before applying that update" in stderr
 
 
+def test_compile_dp_trains_with_dp_sgd_and_reports_the_epsilon_spent(tmp_path):
+    import math
+
+    from kerax.experiments import datasources
+
+    dp = "compile.dp={l2_norm_clip: 1.0, noise_multiplier: 1.1}"
+    code, stdout, stderr = _run_main(["train", "digits_mlp", "-q", "--set", dp, "fit.epochs=2", "fit.callbacks=[]",
+                                      "-o", str(tmp_path)])
+    assert code == 0, stderr
+    record = json.loads((tmp_path / "privacy.json").read_text())
+    n = int(len(datasources.load(runner.read_config("digits_mlp")["data"]).x_train) * 0.9)  # Keras's split
+    steps = 2 * math.ceil(n / 32)
+    assert record["steps"] == steps and record["delta"] == 1e-5 and record["noise_multiplier"] == 1.1
+    assert record["epsilon"] == pytest.approx(kx.privacy.compute_epsilon(steps, 1.1, 32 / n, 1e-5), rel=1e-9)
+    assert f"DP-SGD: (epsilon = {record['epsilon']:.4g}, delta = 1e-05) after {steps} steps" in stdout
+    saved = kx.load_model(tmp_path / "model.kerax")  # the DP setting and the ledger travel with it
+    assert kx.privacy.privacy_spent(saved).epsilon == pytest.approx(record["epsilon"])
+
+
+@pytest.mark.parametrize("dp, message", [
+    ("{l2_norm_clip: 1.0, noise_multipler: 1.1}",
+     "compile.dp.noise_multipler: unknown key; did you mean 'noise_multiplier'?"),
+    ("{noise_multiplier: 1.1}", "compile.dp.l2_norm_clip: required"),
+    ("{l2_norm_clip: 1.0, noise_multiplier: -1}", "compile.dp: DPSGD: noise_multiplier must be a finite number >= 0"),
+    ("3", "compile.dp: expected"),
+])
+def test_compile_dp_errors_name_the_key(tmp_path, dp, message):
+    code, _, stderr = _run_main(["train", "digits_mlp", "-q", "--set", f"compile.dp={dp}", "-o", str(tmp_path)])
+    assert code == 2 and message in stderr, stderr
+
+
 def test_data_parallel_run_matches_one_device(tmp_path):
     one = runner.train(runner.read_config("regression_hello", ["fit.epochs=20"]), tmp_path / "1", verbose=0)
     two = runner.train(runner.read_config("regression_hello", ["fit.epochs=20"]), tmp_path / "2", devices=2,

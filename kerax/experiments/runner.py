@@ -8,6 +8,7 @@ split and writes the run's files to its output directory::
     model.kerax     the trained model (architecture, weights, optimizer state)
     history.json    per-epoch logs; history.csv the same as a table
     metrics.json    held-out test metrics
+    privacy.json    with compile.dp: the (epsilon, delta) spent, the steps and the DP-SGD settings
     curves.png      loss and metrics per epoch, training and validation
 """
 
@@ -120,7 +121,23 @@ def compile_model(model: Any, config: dict, devices: int | None) -> None:
                    if isinstance(c["metrics"], list) else c["metrics"])
     model.compile(optimizer=optimizer, loss=loss, metrics=metric_list, loss_weights=c["loss_weights"],
                   steps_per_execution=c["steps_per_execution"], on_nan=c["on_nan"],
-                  distribute=_distribute(config.get("distribute"), devices))
+                  distribute=_distribute(config.get("distribute"), devices), dp=_dp(c["dp"]))
+
+
+def _dp(options: dict | None) -> Any:
+    """``compile.dp``: the arguments of ``kx.privacy.DPSGD`` (None: no DP-SGD)."""
+    from kerax.privacy import DPSGD
+
+    if options is None:
+        return None
+    valid = [f.name for f in dataclasses.fields(DPSGD)]
+    for key in options:
+        if key not in valid:
+            raise schema.unknown_key("compile.dp", key, valid)
+    for key in ("l2_norm_clip", "noise_multiplier"):
+        if key not in options:
+            raise errors.ConfigError(f"compile.dp.{key}: required (valid keys: {', '.join(valid)})")
+    return _make("compile.dp", lambda: DPSGD(**options))
 
 
 def _metric(path: str, entry: Any) -> Any:
@@ -192,6 +209,7 @@ class Run:
     history: dict
     test_metrics: dict
     output_dir: Path
+    privacy: Any = None  # kx.privacy.PrivacySpent of a DP-SGD run (compile.dp), else None
 
 
 def train(config: dict, output_dir: str | os.PathLike | None = None, resume: str = "auto",
@@ -256,10 +274,15 @@ def train(config: dict, output_dir: str | os.PathLike | None = None, resume: str
     test = model.evaluate(data.x_test, data.y_test, batch_size=fit["batch_size"], verbose=0,
                           return_dict=True)
     test = {f"test_{k}": float(v) for k, v in test.items()}
+    privacy = getattr(history, "privacy", None)
     if chief:
         model.save(out / "model.kerax")
         _write_records(out, history.history, test, config["name"])
-    return Run(model, history.history, test, out)
+        if privacy is not None:
+            record = {"epsilon": privacy.epsilon, "delta": privacy.delta, "steps": privacy.steps,
+                      **model._compiled.dp.get_config()}
+            (out / "privacy.json").write_text(json.dumps(record, indent=1) + "\n")
+    return Run(model, history.history, test, out, privacy)
 
 
 def _check_finite(model: Any, history: Any, out: Path, chief: bool, name: str) -> None:

@@ -70,6 +70,7 @@ SECTIONS: dict[str, dict[str, Key] | Key] = {
         "loss_weights": Key(typed(list, dict, none=True)),
         "steps_per_execution": Key(INT_POS, default=1),
         "on_nan": Key(one_of("warn", "stop", "skip"), default="stop"),
+        "dp": Key(typed(dict, none=True)),  # kx.privacy.DPSGD's arguments; checked by the runner
     },
     "fit": {
         "epochs": Key(INT_POS, required=True),
