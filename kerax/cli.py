@@ -251,7 +251,10 @@ def _config(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(config, sort_keys=False), end="")
         return EXIT_OK
     data = datasources.load(config["data"])
-    runner.build_model(config["model"], data.info)
+    model = runner.build_model(config["model"], data.info)
+    # The compile section too (optimizer, loss, metrics, dp); not the devices, which belong
+    # to the machine that will train.
+    runner.compile_model(model, {**config, "distribute": None}, None)
     print(f"{args.config}: ok")
     return EXIT_OK
 

@@ -175,6 +175,12 @@ def test_config_show_applies_overrides_and_validate_builds_the_model():
     assert _run_main(["config", "validate", "digits_mlp"])[:2] == (0, "digits_mlp: ok\n")
     code, _, stderr = _run_main(["config", "validate", "digits_mlp", "--set", "model.config.layers[1].config.units=-4"])
     assert code == 2 and "model.config.layers[1]: Dense: units must be a positive integer" in stderr
+    for override, message in [("compile.optimizer={name: adam, learnin_rate: 0.1}", "learnin_rate"),
+                              ("compile.loss=mean_squarred_error", "Did you mean 'mean_squared_error'"),
+                              ("compile.dp={l2_norm_clip: 0, noise_multiplier: 1}", "compile.dp: DPSGD: l2_norm_clip")]:
+        code, _, stderr = _run_main(["config", "validate", "digits_mlp", "--set", override])
+        assert code == 2 and message in stderr, (override, stderr)
+    assert _run_main(["config", "validate", "digits_mlp", "--set", "distribute.devices=64"])[0] == 0
 
 
 def test_c18_resume_auto_starts_fresh_with_a_log_line_and_required_fails(tmp_path):
