@@ -54,6 +54,33 @@ def test_a1_predict_names_the_callers_shape_not_a_padded_batch(functional):
         model.predict(np.zeros((2, 5), np.float32), verbose=0)
 
 
+def test_a1_as_written_no_declared_input_predict_and_evaluate_name_the_callers_shape():
+    """``Dense(3)`` built for 4 features without an Input: the error comes from the layer
+    while a padded 32-row batch is traced; it must still show (2, 5)."""
+    model = kx.Sequential([layers.Dense(3)])
+    model.build((None, 4))
+    pattern = r"Layer 'dense' \(Dense\): expected input shape \(None, 4\).*received input of shape \(2, 5\)"
+    with pytest.raises(errors.ShapeError, match=pattern) as info:
+        model.predict(np.zeros((2, 5)), verbose=0)
+    assert "Traced" not in str(info.value) and info.value.__cause__ is None
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(errors.ShapeError, match=pattern):
+        model.evaluate(np.zeros((2, 5)), np.zeros((2, 3)), verbose=0)
+
+
+def test_a3_a4_a12_a13_through_predict_show_what_the_caller_passed():
+    with pytest.raises(errors.ShapeError, match=r"received input of shape \(8, 8, 3\)\. Add a batch axis: x\[None\]"):
+        _conv_model(False).predict(np.zeros((8, 8, 3), np.float32), verbose=0)
+    with pytest.raises(errors.ShapeError, match=r"expected 3 input channels .*received input of shape \(2, 8, 8, 1\)"):
+        _conv_model(False).predict(np.zeros((2, 8, 8, 1), np.float32), verbose=0)
+    model, params, state = _two_input_model()
+    model.params, model.state = params, state
+    with pytest.raises(errors.InputStructureError, match=r"expected 2 inputs \['a', 'b'\]; received 1 array of shape \(5, 4\)"):
+        model.predict(np.zeros((5, 4), np.float32), verbose=0)
+    with pytest.raises(errors.ShapeError, match=r"input 'a' expected shape \(None, 4\); received shape \(5, 2\)"):
+        model.predict([np.zeros((5, 2), np.float32), np.zeros((5, 4), np.float32)], verbose=0)
+
+
 def test_predict_takes_dict_and_list_inputs_whatever_their_order():
     """Inputs declared b then a: a dict (leaves sorted a, b) and a list both run."""
     b, a = kx.Input((3,), name="b"), kx.Input((4,), name="a")

@@ -369,8 +369,11 @@ def test_a10_a11_empty_data(compiled):
         compiled.predict(np.zeros((0, 4)))
     with pytest.raises(errors.DataError, match="dataset is empty"):
         compiled.evaluate(np.zeros((0, 4)), np.zeros(0, np.int32))
-    with pytest.raises(errors.DataError, match="yielded no batches"):
+    with pytest.raises(errors.DataError, match=r"^x \(list_iterator\) yielded no batches"):
         compiled.fit(iter([]), verbose=0)
+    batches = [(np.zeros((2, 4), np.float32), np.zeros(2, np.int32))]
+    with pytest.raises(errors.DataError, match=r"^validation_data \(generator\) yielded no batches"):
+        compiled.fit(iter(batches), validation_data=(b for b in []), verbose=0)
     with pytest.raises(errors.DataError, match="steps_per_epoch must be a positive int"):
         compiled.fit(np.zeros((4, 4)), np.zeros(4, np.int32), steps_per_epoch=0, verbose=0)
 

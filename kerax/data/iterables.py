@@ -98,7 +98,7 @@ def as_data(x: Any, y: Any = None, sample_weight: Any = None, name: str = "x",
                 "when x is an iterable of batches, y and sample_weight must come inside the "
                 "batches, not as separate arguments"
             )
-        return IterableData(x, name="dataset", expand=expand)
+        return IterableData(x, name=f"{name} ({type(x).__name__})", expand=expand)
     x = as_arrays(x, "x")
     x = expand_rank1(x) if expand else x
     return ArrayData(x, as_arrays(y, "y"), as_arrays(sample_weight, "sample_weight"), name=name)

@@ -125,7 +125,13 @@ def evaluate(model: Any, x: Any = None, y: Any = None, batch_size: int | None = 
     from kerax.training.ensemble import held
 
     runner = ensemble_predict.run_eval if held(model) is not None else run_eval
-    logs = runner(model, objectives, data, batch_size or 32, steps, resolve_verbose(verbose), cbs)
+    try:
+        logs = runner(model, objectives, data, batch_size or 32, steps, resolve_verbose(verbose), cbs)
+    except errors.KeraxError:
+        better = _error_at_callers_shapes(model, data.x) if isinstance(data, ArrayData) else None
+        if better is None:
+            raise
+        raise better from None
     cbs.on_test_end(logs)
     if return_dict:
         return logs
@@ -152,22 +158,39 @@ def _check_declared_input(model: Any, x: Any) -> None:
     core = getattr(model, "core", None)
     declared = getattr(core, "declared_input_shape", None)  # a Sequential
     inputs = getattr(core, "inputs", None)
+    names = getattr(core, "input_names", None)
     if declared is not None and not isinstance(x, (list, tuple, dict)):
-        expected, leaves = [declared], [x]
+        expected, leaves, what = [declared], [x], ["input"]
     elif hasattr(inputs, "shape") and not isinstance(x, (list, tuple, dict)):  # one functional input
-        expected, leaves = [inputs.shape], [x]
+        expected, leaves, what = [inputs.shape], [x], [f"input {names[0]!r}" if names else "input"]
     elif isinstance(inputs, (list, tuple)) and isinstance(x, (list, tuple)) and len(inputs) == len(x):
         expected, leaves = [getattr(t, "shape", None) for t in inputs], list(x)
+        what = [f"input {n!r}" for n in names] if names and len(names) == len(x) else ["input"] * len(x)
     else:
         return  # dicts keyed by name, nested inputs: the model's own check names them
     if any(shape is None or isinstance(a, (list, tuple, dict)) for shape, a in zip(expected, leaves)):
         return
-    for shape, a in zip(expected, leaves):
+    for shape, a, label in zip(expected, leaves, what):
         try:
-            specs.check_input(shape, np.shape(a), "input")
+            specs.check_input(shape, np.shape(a), label)
         except errors.ShapeError as e:
             name = model.name or type(model).default_name()
             raise errors.ShapeError(e.message, layer_class=type(model).__name__, layer_name=name) from None
+
+
+def _error_at_callers_shapes(model: Any, x: Any) -> Exception | None:
+    """The error the model raises for the caller's whole ``x`` (traced, never run), or None.
+
+    Batches are cut to ``batch_size`` rows and the last one padded, so an error a layer
+    raises while the batch is traced shows a batch size the caller never passed: ``(32,
+    5)`` for a ``(2, 5)`` input, ``(32, 8, 3)`` for one unbatched ``(8, 8, 3)`` image. Only
+    after such an error is the model traced again on ``x``'s own shapes."""
+    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), x)
+    try:
+        jax.eval_shape(lambda p, s, v: model.apply(p, s, v, training=False)[0], model.params, model.state, spec)
+    except errors.KeraxError as e:
+        return e
+    return None
 
 
 def predict(model: Any, x: Any, batch_size: int | None = None, verbose: Any = "auto",
@@ -193,7 +216,13 @@ def predict(model: Any, x: Any, batch_size: int | None = None, verbose: Any = "a
     progress = Progress(resolve_verbose(verbose), math.ceil(data.n / batch_size), "")
     outs = []
     for i, (x_batch, rows) in enumerate(zip(jax.device_put([b for b, _ in batches]), [r for _, r in batches])):
-        outs.append((run(model.params, model.state, x_batch), rows))
+        try:
+            outs.append((run(model.params, model.state, x_batch), rows))
+        except errors.KeraxError:
+            better = _error_at_callers_shapes(model, data.x)
+            if better is None:
+                raise
+            raise better from None
         progress.update(1)
         if cbs.wants("on_predict_batch_end"):
             cbs.on_predict_batch_end(i, {"outputs": outs[-1][0]})
