@@ -166,7 +166,7 @@ def _train(args: argparse.Namespace) -> int:
             again = f"kerax train {os.path.join(out, 'config.yaml')} --output-dir {out} --resume"
             raise Preempted(e.step, f"{e.backup_dir}; continue with: {again}") from None
     _print_metrics(run.test_metrics)
-    if run.privacy is not None:
+    if run.privacy is not None and args.quiet:  # otherwise fit has printed it
         print(run.privacy)
     say(f"saved the model, history, metrics and curves.png in {run.output_dir}")
     return EXIT_OK

@@ -261,9 +261,10 @@ def test_c11_a_non_finite_loss_fails_the_run_and_keeps_the_last_good_backup(tmp_
     code, stdout, stderr = _run_main(["train", "regression_hello", "-q", *lr, "fit.epochs=5", "-o", str(out)])
     assert code == 1, stderr
     assert "Epoch 2: non-finite loss; stopped before applying that update" in stdout
-    assert ("kerax train: error: epoch 2: non-finite loss; training stopped before applying that update; "
-            f"{out / 'backup'} holds the weights of the last good step") in stderr
-    assert f"--output-dir {out} --resume" in stderr and "Traceback" not in stderr
+    assert ("kerax train: error: epoch 2: non-finite loss; training stopped before applying that update. "
+            f"{out / 'backup'} holds the weights after epoch 1 (step 1), the last epoch that ended with a "
+            "finite loss.") in stderr
+    assert f"--output-dir {out} --resume" in stderr and "--resume never" in stderr and "Traceback" not in stderr
     loss = json.loads((out / "history.json").read_text())["loss"]
     assert len(loss) == 2 and np.isfinite(loss[0]) and loss[1] == "nan"
     assert not (out / "model.kerax").exists() and not (out / "metrics.json").exists()
@@ -273,6 +274,25 @@ def test_c11_a_non_finite_loss_fails_the_run_and_keeps_the_last_good_backup(tmp_
     assert code == 0, stderr
     one = kx.load_model(tmp_path / "one" / "model.kerax", compile=False)
     np.testing.assert_array_equal(backup["params/dense/kernel"], one.params["dense"]["kernel"])
+
+
+@pytest.mark.filterwarnings("ignore:epoch .* had a non-finite loss")  # on_nan: warn reports each epoch
+@pytest.mark.parametrize("mode", ["warn", "skip"])
+def test_c11_the_other_on_nan_modes_fail_the_run_too_and_say_what_happened(tmp_path, mode):
+    """warn: the overflow is applied and the weights go bad from epoch 2 on; skip: every step
+    from epoch 2 on is skipped until max_consecutive_nonfinite (10) of them in a row (across
+    epochs) fail the run. Neither backs up an epoch whose loss is not finite."""
+    out = tmp_path / mode
+    code, _, stderr = _run_main(["train", "regression_hello", "-q", "--set", "compile.optimizer.learning_rate=1e30",
+                                 f"compile.on_nan={mode}", "fit.epochs=15", "-o", str(out)])
+    assert code == 1, stderr
+    if mode == "warn":
+        assert "epoch 2: non-finite loss, and compile.on_nan: warn applied that update" in stderr
+        loss = json.loads((out / "history.json").read_text())["loss"]
+        assert len(loss) == 15 and all(v == "nan" or not np.isfinite(float(v)) for v in loss[1:])
+    else:
+        assert "10 consecutive steps had a non-finite loss or gradient" in stderr
+    assert [d.name for d in (out / "backup").iterdir() if d.name.startswith("step_")] == ["step_1"]
 
 
 def test_c14_debug_nans_names_the_primitive_that_made_the_nan(tmp_path):

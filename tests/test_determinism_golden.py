@@ -66,8 +66,10 @@ def optimized():
     kernel's 64 entries one unit in the last place apart)."""
     old = jax.config.read("jax_disable_most_optimizations")
     jax.config.update("jax_disable_most_optimizations", False)
+    jax.clear_caches()  # the flag is not in jit's cache key: programs compiled before would be reused
     yield
     jax.config.update("jax_disable_most_optimizations", old)
+    jax.clear_caches()
 
 
 @pytest.mark.usefixtures("optimized")

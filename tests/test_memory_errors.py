@@ -52,6 +52,37 @@ def test_a_step_that_does_not_fit_names_the_batch_and_the_optimizer_state():
     values = int(re.search(r"the optimizer's state \(([\d,]+) values, 48\.0 MiB\)", message)[1].replace(",", ""))
     assert 2 * params < values <= 2 * params + 4
     assert "the activations of a batch of 2 rows" in message and "a smaller batch_size" in message
+    # The failed step had been given the weights (donated): they went with it, and later
+    # calls say so instead of blaming their own small batches.
+    assert "they are lost with it; build the model again" in message
+    with pytest.raises(errors.OutOfMemoryError, match=r"^predict of model 'wide': its weights are gone"):
+        model.predict(np.zeros((1, 4), np.float32), verbose=0)
+    model.build(seed=0)  # fresh weights: a new shortage is reported as such again
+    with pytest.raises(errors.OutOfMemoryError, match=r"^predict of model 'wide' ran out of memory"):
+        model.predict(np.zeros((1, 4), np.float32), verbose=0)
+
+
+def test_data_too_large_for_the_device_is_named_with_its_size():
+    model = kx.Sequential([layers.Dense(3, input_shape=(4,))])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.broadcast_to(np.zeros((1, 4), np.float32), (2**38, 4))  # 4 TiB, a view of 16 bytes
+    y = np.broadcast_to(np.zeros((1, 3), np.float32), (2**38, 3))
+    with pytest.raises(errors.OutOfMemoryError, match=r"^copying the training data \(7\.0 TiB\) to the cpu device "
+                                                      r"ran out of memory .* pass an iterable of batches"):
+        model.fit(x, y, batch_size=32, verbose=0)
+
+
+def test_only_allocation_failures_count_and_keys_in_the_weights_are_fine():
+    from kerax.training.memory import is_out_of_memory
+
+    error = jax.errors.JaxRuntimeError
+    assert is_out_of_memory(error("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 8 bytes."))
+    assert is_out_of_memory(error("INTERNAL: CUDA_ERROR_OUT_OF_MEMORY: out of memory"))
+    assert is_out_of_memory(error("INTERNAL: cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
+    assert not is_out_of_memory(error("RESOURCE_EXHAUSTED: grpc: received message larger than max"))
+    from kerax.training.memory import _count
+
+    assert _count({"w": np.zeros((3,), np.float32), "seed": jax.random.key(0)}) == (3, 12)
 
 
 @pytest.mark.parametrize("task", ["predict", "evaluate"])
@@ -65,7 +96,7 @@ def test_predict_and_evaluate_name_their_batch(task):
 
 
 def test_other_runtime_errors_pass_through_unchanged():
-    from kerax.models.memory import memory_hints
+    from kerax.training.memory import memory_hints
 
     error = jax.errors.JaxRuntimeError("INTERNAL: something else")
     with pytest.raises(jax.errors.JaxRuntimeError, match="something else"):

@@ -200,18 +200,32 @@ def test_terminate_on_nan_stops_before_the_bad_update():
     assert int(model._ts.step) == 2
 
 
-@pytest.mark.parametrize("on_nan", ["stop", "skip"])
+@pytest.mark.filterwarnings("ignore:epoch 1. 2 step.s. had a non-finite")  # "warn" reports them
+@pytest.mark.parametrize("on_nan", ["stop", "skip", "warn"])
 def test_debug_nans_reaches_the_primitive_whatever_on_nan_says(on_nan):
-    """on_nan="stop"/"skip" mask the bad update, which would hide the NaN from JAX's check."""
+    """on_nan="stop"/"skip" mask the bad update, which would hide the NaN from JAX's check;
+    JAX's compile cache does not tell the modes apart, so turning the flag on after a fit,
+    or off again, must still take effect; "warn" must not have donated the inputs JAX
+    re-runs the step on."""
     x, y = _blobs(n=32)
     model = kx.Sequential([layers.Dense(3, input_shape=(4,)), layers.Activation(jnp.sqrt)])  # sqrt(< 0)
     model.compile(optimizer="sgd", loss=SCCE, on_nan=on_nan)
+    fit = lambda: model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, seed=0)  # noqa: E731
+    fit()  # compiled without the flag
     jax.config.update("jax_debug_nans", True)
     try:
         with pytest.raises(FloatingPointError, match=r"invalid value \(nan\) encountered in sqrt"):
-            model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, seed=0)
+            fit()
     finally:
         jax.config.update("jax_debug_nans", False)
+    if on_nan == "stop":  # and off again: the masked program, not the debugging one
+        history = fit()
+        assert math.isnan(history.history["loss"][0])
+        assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(model.params))
+    fresh = kx.Sequential([layers.Dense(3, input_shape=(4,)), layers.Activation(jnp.sqrt)])
+    fresh.compile(optimizer="sgd", loss=SCCE, on_nan=on_nan)
+    with jax.debug_nans(True), pytest.raises(FloatingPointError, match="sqrt"):  # the context form
+        fresh.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, seed=0)
 
 
 def test_nan_without_terminate_is_reported():

@@ -62,7 +62,9 @@ class StopOnSignal(Callback):
         self._epoch = 0
 
     def _parallel(self) -> bool:
-        return getattr(self.model._compiled, "distribute", None) is not None
+        """Data parallel, or several processes each with its own model: stop at epoch ends,
+        where every process checks in."""
+        return getattr(self.model._compiled, "distribute", None) is not None or jax.process_count() > 1
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch

@@ -270,39 +270,73 @@ def train(config: dict, output_dir: str | os.PathLike | None = None, resume: str
     history = model.fit(data.x_train, data.y_train, batch_size=fit["batch_size"], epochs=fit["epochs"],
                         validation_split=fit["validation_split"], shuffle=fit["shuffle"],
                         callbacks=cbs, seed=config["seed"], verbose=verbose)
-    _check_finite(model, history, out, chief, config["name"])
+    on_nan = "stop" if any(isinstance(c, kcallbacks.TerminateOnNaN) for c in cbs) else config["compile"]["on_nan"]
+    _check_finite(model, history, out, chief, config["name"], on_nan)
     test = model.evaluate(data.x_test, data.y_test, batch_size=fit["batch_size"], verbose=0,
                           return_dict=True)
     test = {f"test_{k}": float(v) for k, v in test.items()}
-    privacy = getattr(history, "privacy", None)
     if chief:
         model.save(out / "model.kerax")
         _write_records(out, history.history, test, config["name"])
-        if privacy is not None:
-            record = {"epsilon": privacy.epsilon, "delta": privacy.delta, "steps": privacy.steps,
-                      **model._compiled.dp.get_config()}
-            (out / "privacy.json").write_text(json.dumps(record, indent=1) + "\n")
-    return Run(model, history.history, test, out, privacy)
+    return Run(model, history.history, test, out, _privacy(model, out if chief else None))
 
 
-def _check_finite(model: Any, history: Any, out: Path, chief: bool, name: str) -> None:
-    """Fails the run (RELIABILITY C11) when its last epoch met a non-finite loss, after
-    writing the history; ``BackupAndRestore`` has kept the backup (the loss is NaN)."""
+def _check_finite(model: Any, history: Any, out: Path, chief: bool, name: str, on_nan: str) -> None:
+    """Fails the run (RELIABILITY C11) when its last epoch's loss is not finite, after writing
+    the history; says what the weights and the backup hold under ``on_nan``."""
     losses = history.history.get("loss") or [0.0]
     if math.isfinite(float(losses[-1])):
         return
     if chief:
         _write_records(out, history.history, None, name)
-    epoch = history.epoch[-1] + 1 if history.epoch else len(losses)
-    if all(np.isfinite(w).all() for w in model.get_weights()):
-        what = (f"training stopped before applying that update; {out / 'backup'} holds the weights of "
-                "the last good step. Change the config (a lower learning rate, say: --set "
-                f"compile.optimizer.learning_rate=...) and continue with: kerax train "
-                f"{out / 'config.yaml'} --output-dir {out} --resume")
+        _privacy(model, out)  # the steps taken spent privacy all the same
+    epochs = history.epoch or list(range(len(losses)))
+    first = next(e for e, v in zip(epochs, losses) if not math.isfinite(float(v))) + 1
+    if on_nan == "stop":
+        what = f"epoch {first}: non-finite loss; training stopped before applying that update."
+    elif on_nan == "skip":
+        what = (f"epoch {epochs[-1] + 1}: every step had a non-finite loss and was skipped "
+                "(compile.on_nan: skip).")
     else:
-        what = ("the update was applied and the weights are no longer finite (compile.on_nan: warn); "
-                "with on_nan: stop, training stops before such an update")
-    raise errors.NonFiniteLossError(f"epoch {epoch}: non-finite loss; {what}")
+        what = (f"epoch {first}: non-finite loss, and compile.on_nan: warn applied that update and "
+                "the ones after it; with on_nan: stop, training stops before such an update.")
+    raise errors.NonFiniteLossError(f"{what} {_backup_note(out)}")
+
+
+def _privacy(model: Any, out: Path | None) -> Any:
+    """With ``compile.dp``: the ``(epsilon, delta)`` of every DP-SGD step behind the weights
+    (the model's privacy ledger, steps before a resume included), written to
+    ``out/privacy.json`` unless ``out`` is None; else None."""
+    from kerax.privacy import accountant
+
+    dp = getattr(model._compiled, "dp", None)
+    if dp is None:
+        return None
+    try:
+        spent = accountant.privacy_spent(model, dp.delta)
+    except (ImportError, errors.ConfigError):  # fit has warned that the epsilon is unknown
+        return None
+    if out is not None:
+        record = {"epsilon": spent.epsilon if math.isfinite(spent.epsilon) else str(spent.epsilon),
+                  "delta": spent.delta, "steps": spent.steps, **dp.get_config()}
+        (out / "privacy.json").write_text(json.dumps(record, indent=1) + "\n")
+    return spent
+
+
+def _backup_note(out: Path) -> str:
+    """What the run's backup holds, and how to go on from it."""
+    from kerax.saving.checkpoint import CheckpointManager
+
+    backup = out / "backup"
+    step = CheckpointManager(backup).latest_step() if backup.is_dir() else None
+    if step is None:
+        return "No epoch ended with a finite loss, so there is no backup to resume from."
+    epoch = int(CheckpointManager(backup).metadata(step)["epoch"]) + 1
+    return (f"{backup} holds the weights after epoch {epoch} (step {step}), the last epoch that "
+            f"ended with a finite loss. After fixing the cause (the data, say), continue from "
+            f"there with: kerax train {out / 'config.yaml'} --output-dir {out} --resume. A resumed "
+            "run restores the optimizer's state as it was, learning rate included: to change "
+            "the optimizer (a lower learning rate, say), start over with --resume never.")
 
 
 def _jsonable(history: dict) -> dict:

@@ -184,6 +184,8 @@ class Model(TrainingMethods, Layer):
             x = self._declared_specs()
         else:
             x = _specs_from_shapes(input_shape)
+        # New weights: the train state (the optimizer's moments, the step) was the old ones'.
+        self._live, self._ts = False, None
         self._build_from(x, seed)
 
     def _init_program(self, spec: Any) -> Any:
@@ -196,7 +198,7 @@ class Model(TrainingMethods, Layer):
         return jax.jit(merge_draws(lambda k: init_grouped(self.init, k, spec)))
 
     def _build_from(self, x: Any, seed: Any = None) -> None:
-        from kerax.models.memory import memory_hints
+        from kerax.training.memory import memory_hints
         from kerax.training.steps import release_free_heap
         from kerax.utils import make_key
 

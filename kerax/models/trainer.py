@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from kerax import errors, loss_scale, optimizers
-from kerax.models.memory import memory_hints
+from kerax.training.memory import memory_hints
 
 
 class OptimizerHandle:

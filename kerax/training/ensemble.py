@@ -20,6 +20,7 @@ weights or optimizer state is refused when it does (:class:`_GuardedCallbacks`).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Callable, Mapping
 
@@ -96,14 +97,18 @@ def vmap_train_step(train_step: TrainStep, *, shared_batch: bool = True,
                                  "made without distribute=; received distribute="
                                  f"{type(train_step.distribute).__name__}")
     unroll = unroll_default(train_step.model) if unroll is None else unroll
-    mapped = member_map(train_step._call_impl, (0, None if shared_batch else 0), unroll)
-    run = jax.jit(mapped, donate_argnums=(0,))
     names = train_step.objectives.log_names()
+    programs: dict = {}  # one per jax_debug_nans setting, as TrainStep keeps them
 
     def step(ts: TrainState, batch: Any) -> tuple[TrainState, dict]:
         batch = tuple(batch) if isinstance(batch, list) else batch
         _check_step_inputs(ts, batch, shared_batch)
-        ts, logs = run(ts, batch)
+        debug, on_nan = train_step.mode()
+        if debug not in programs:
+            mapped = member_map(functools.partial(train_step._call_impl, on_nan=on_nan),
+                                (0, None if shared_batch else 0), unroll)
+            programs[debug] = jax.jit(mapped, donate_argnums=() if debug else (0,))
+        ts, logs = programs[debug](ts, batch)
         return ts, {k: logs[k] for k in names if k in logs}
 
     return step
@@ -139,9 +144,19 @@ class EnsembleStep:
 
     def __init__(self, step: TrainStep) -> None:
         self.step, self.objectives = step, step.objectives
-        unroll = unroll_default(step.model)
-        self.run = jax.jit(member_map(step._run, (0, 0, None, 0), unroll), donate_argnums=(0, 1))
+        self._unroll = unroll_default(step.model)
+        self._programs: dict = {}  # one per jax_debug_nans setting, as TrainStep keeps them
         self._compute = jax.jit(jax.vmap(self.objectives.compute))
+
+    @property
+    def run(self) -> Callable:
+        """The members' jitted ``TrainStep._run`` for the current ``jax_debug_nans`` setting."""
+        debug, on_nan = self.step.mode()
+        if debug not in self._programs:
+            one = functools.partial(self.step._run, mask=None, on_nan=on_nan)
+            self._programs[debug] = jax.jit(member_map(one, (0, 0, None, 0), self._unroll),
+                                            donate_argnums=() if debug else (0, 1))
+        return self._programs[debug]
 
     def init_metrics(self, members: int, frozen: np.ndarray | None = None) -> dict:
         """Fresh metric states for an epoch, (N, ...) each. ``frozen`` (N,) bool marks the
@@ -457,6 +472,13 @@ class _Run:
         if bad.any() and self.on_nan == "warn":
             warnings.warn(f"{desc}: members {np.flatnonzero(bad).tolist()} had non-finite "
                           "losses or gradients", stacklevel=4)
+        if self.on_nan == "stop" and (bad & ~self.frozen).any():
+            # A member stopped in this epoch logs a NaN loss, as a plain fit does; the mean is
+            # over the members that ended the epoch well (NaN once every member stopped).
+            for i in np.flatnonzero(bad & ~self.frozen):
+                logs[f"loss_member_{i}"] = float("nan")
+            finite = [v for v in (logs[f"loss_member_{i}"] for i in range(self.ens.size)) if np.isfinite(v)]
+            logs["loss"] = float(np.mean(finite)) if finite else float("nan")
         if self.on_nan == "stop":
             self.frozen = bad
         return logs, halted, progress

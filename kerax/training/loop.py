@@ -184,6 +184,9 @@ class _Trainer:
         self.batch_begin = callbacks.wants("on_train_batch_begin")
         self.pending = InFlight(in_flight_depth())  # restarted per epoch for its source (epoch)
         self.compiling: Any = None  # the thread compiling the first execution (TrainStep.precompile)
+        # on_nan="skip": the run of non-finite steps the last epoch ended with (the metric
+        # state, where the step counts them, starts afresh each epoch)
+        self.carried_bad, self.epoch_start = 0.0, 0
 
     def execute(self, mstate: dict, data: Any, idx: Any, k: int, mask: Any = None) -> dict:
         if self.batch_begin:
@@ -239,9 +242,13 @@ class _Trainer:
                 pos = self.token
 
     def check_nan(self, mstate: dict) -> bool:
-        """True when training must stop; raises after too many consecutive bad steps."""
+        """True when training must stop; raises after too many consecutive bad steps (a run
+        that began in an earlier epoch included)."""
         counts = mstate.host()[NAN_KEY].reshape(-1, 2)[0]  # same on every device
         total, consecutive = float(counts[0]), float(counts[1])
+        if consecutive >= self.batch - self.epoch_start:  # every step of this epoch so far was bad
+            consecutive += self.carried_bad
+        self.consecutive = consecutive
         if self.step.on_nan == "skip" and consecutive >= self.max_bad:
             raise errors.NonFiniteLossError(
                 f"{int(consecutive)} consecutive steps had a non-finite loss or gradient "
@@ -265,7 +272,7 @@ class _Trainer:
                                      "use BackupAndRestore(save_freq='epoch') with an iterable")
         if skip and steps is not None:
             steps = max(steps - skip, 0)
-        self.batch = skip
+        self.batch = self.epoch_start = skip
         total = None
         if isinstance(source, ArrayData):  # data parallel: host batches split over devices
             groups = index_groups(epoch_order(source.n, shuffle, seed, epoch)[skip * batch_size:], batch_size, self.step.k, steps)
@@ -300,7 +307,12 @@ class _Trainer:
         logs = setup.host_logs(dict(zip(logs, values)))  # Keras's order (pytrees sort dict keys)
         self.model._ts = self.ts if self.dp is None else self.dp.unreplicate(self.ts)
         halted = (halted or self.check_nan(mstate)) if self.step.on_nan != "warn" else False
-        if halted:  # the epoch met a non-finite loss: its loss is not the mean of the good steps
+        if self.step.on_nan != "warn":
+            self.carried_bad = self.consecutive
+        if halted or (self.step.on_nan == "skip" and self.batch > self.epoch_start
+                      and self.consecutive >= self.batch - self.epoch_start):
+            # The epoch met a non-finite loss and stopped, or skipped every step: its loss is
+            # not the mean of good steps (none, or the ones before the stop).
             logs["loss"] = float("nan")
         bad = float(np.asarray(counts).reshape(-1, 2)[0, 0])
         if bad and self.step.on_nan == "warn":

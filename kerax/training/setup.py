@@ -219,9 +219,14 @@ def nbytes(data: ArrayData) -> int:
     return sum(a.nbytes for t in (data.x, data.y, data.sample_weight) if t is not None for a in jax.tree.leaves(t))
 
 
-def to_device(data: ArrayData) -> tuple:
+def to_device(data: ArrayData, what: str = "the training data") -> tuple:
+    """``(x, y, sample_weight)`` on the device, whole (``OutOfMemoryError`` naming ``what``
+    and its size when they do not fit)."""
+    from kerax.training.memory import data_hints
+
     put = lambda t: None if t is None else jax.device_put(t)
-    return put(data.x), put(data.y), put(None if data.sample_weight is None else np.asarray(data.sample_weight, np.float32))
+    with data_hints(what, nbytes(data)):
+        return put(data.x), put(data.y), put(None if data.sample_weight is None else np.asarray(data.sample_weight, np.float32))
 
 
 def host_logs(logs: dict) -> dict:

@@ -20,9 +20,12 @@ data set that lives on the device.
 ``on_nan``: ``"warn"`` (default) applies every update, as Keras does, and counts
 non-finite losses so the loop can report them; ``"stop"`` never applies a non-finite update
 and freezes the state from the first one on; ``"skip"`` drops non-finite updates and counts
-consecutive ones. Under ``jax_debug_nans`` (the CLI's ``--debug-nans``) every mode traces as
-``"warn"``: a masked update would keep the NaN out of the step's outputs, where JAX looks
-for it before re-running the step op by op to name the primitive that made it.
+consecutive ones. While ``jax_debug_nans`` is on (the CLI's ``--debug-nans``), every call
+runs a program of its own that applies updates as ``"warn"`` does and donates nothing: a
+masked update would keep the NaN out of the step's outputs, where JAX looks for it, and
+JAX then re-runs the step op by op on its inputs to name the primitive that made the NaN.
+The program is picked when the step is called (JAX's compile cache does not tell the two
+modes apart), so turning the flag on or off between calls takes effect.
 """
 
 from __future__ import annotations
@@ -121,14 +124,38 @@ class TrainStep:
         check_dp(dp, model, distribute)
         self.dp = dp  # kx.privacy.DPSGD or None
         self.axis = distribute.axis_name if distribute is not None and distribute.mode == "pmap" else None
-        if self.axis is not None:
-            self.run = jax.pmap(self._run, axis_name=self.axis, donate_argnums=(0, 1),
-                                devices=distribute.devices)
-        else:  # the packed metric state is not donated: it is what the loop waits on
-            self.run = jax.jit(self._run, donate_argnums=(0,))
-        self._call = jax.jit(self._call_impl, donate_argnums=(0,))
+        self._programs: dict = {}  # (kind, jax_debug_nans) -> jitted function; see the module docstring
         self._init_metrics = jax.jit(lambda: Packed.pack(objectives.init()))  # one call, not one per leaf
         self._precompiled: set = set()  # the shapes precompile has compiled for
+
+    @property
+    def run(self) -> Callable:
+        """The jitted ``_run`` for the current ``jax_debug_nans`` setting."""
+        return self._program("run")
+
+    @property
+    def _call(self) -> Callable:
+        return self._program("call")
+
+    def mode(self) -> tuple[bool, str]:
+        """``(debug, on_nan)``: whether ``jax_debug_nans`` is on now, and the ``on_nan`` the
+        program for it applies (``"warn"`` while debugging; see the module docstring)."""
+        debug = bool(jax.config.jax_debug_nans)
+        return debug, "warn" if debug else self.on_nan
+
+    def _program(self, kind: str) -> Callable:
+        debug, on_nan = self.mode()
+        fn = self._programs.get((kind, debug))
+        if fn is None:
+            if kind == "call":
+                fn = jax.jit(functools.partial(self._call_impl, on_nan=on_nan), donate_argnums=() if debug else (0,))
+            elif self.axis is not None:
+                fn = jax.pmap(functools.partial(self._run, on_nan=on_nan), axis_name=self.axis,
+                              donate_argnums=() if debug else (0, 1), devices=self.distribute.devices)
+            else:  # the packed metric state is not donated: it is what the loop waits on
+                fn = jax.jit(functools.partial(self._run, on_nan=on_nan), donate_argnums=() if debug else (0,))
+            self._programs[(kind, debug)] = fn
+        return fn
 
     def init_metrics(self) -> Packed:
         """The fit loop's metric state: packed (``kerax.training.packed``), one vector per dtype."""
@@ -161,9 +188,11 @@ class TrainStep:
         idx = None if table_shape is None else (jax.ShapeDtypeStruct(table_shape, np.int32),
                                                 jax.ShapeDtypeStruct((), np.int32))
 
+        run = self.run  # picked here: jax.debug_nans() as a context is the main thread's only
+
         def work() -> None:
             try:
-                self.run.lower(ts, mstate, data, idx, None).compile()
+                run.lower(ts, mstate, data, idx, None).compile()
             except Exception:  # noqa: BLE001 - the real call reports it
                 pass
 
@@ -181,9 +210,10 @@ class TrainStep:
 
     # -- one optimizer step ---------------------------------------------------------------------
 
-    def _one(self, ts: Any, mstate: dict, x: Any, y: Any, sw: Any, mask: Any) -> tuple[Any, dict]:
+    def _one(self, ts: Any, mstate: dict, x: Any, y: Any, sw: Any, mask: Any,
+             on_nan: str | None = None) -> tuple[Any, dict]:
         model, obj = self.model, self.objectives
-        on_nan = "warn" if jax.config.jax_debug_nans else self.on_nan  # see the module docstring
+        on_nan = self.on_nan if on_nan is None else on_nan
         # Under pmap each device averages over the *global* number of rows and the sums of
         # the devices' losses and gradients are the single-device ones.
         count = self._psum(jnp.sum(mask))
@@ -230,7 +260,8 @@ class TrainStep:
         mstate[NAN_KEY] = jnp.stack([bad[0] + nonfinite, jnp.where(finite, 0.0, bad[1] + 1.0)])
         return new_ts, mstate
 
-    def _run(self, ts: Any, mstate: dict, data: Any, idx: Any, mask: Any = None) -> tuple[Any, dict, Any]:
+    def _run(self, ts: Any, mstate: dict, data: Any, idx: Any, mask: Any = None,
+             on_nan: str | None = None) -> tuple[Any, dict, Any]:
         """K steps over ``data`` (leading axis K) or over ``data[idx[k]]``; see module doc.
 
         ``idx`` may also be a pair ``(table, pos)``: a whole epoch's indices (G, K, B) sent
@@ -256,7 +287,7 @@ class TrainStep:
             x, y, sw = batch
             if mask is None:
                 m = jnp.ones((_batch_size(x),), jnp.float32)
-            return self._one(ts, mstate, x, y, sw, m), None
+            return self._one(ts, mstate, x, y, sw, m, on_nan), None
 
         xs = data if idx is None else idx
         if mask is not None:
@@ -269,10 +300,10 @@ class TrainStep:
 
     # -- the pure API -------------------------------------------------------------------------------
 
-    def _call_impl(self, ts: Any, batch: Any) -> tuple[Any, dict]:
+    def _call_impl(self, ts: Any, batch: Any, on_nan: str | None = None) -> tuple[Any, dict]:
         x, y, sw = _split_batch(batch)
         data = (x, y, sw) if self.k > 1 else jax.tree.map(lambda a: a[None], (x, y, sw))
-        ts, mstate, _ = self._run(ts, self.objectives.init(), data, None)
+        ts, mstate, _ = self._run(ts, self.objectives.init(), data, None, None, on_nan)
         return ts, self.objectives.compute(mstate)
 
     def __call__(self, ts: Any, batch: Any) -> tuple[Any, dict]:

@@ -7,7 +7,8 @@ backup exists, it is restored into ``model._ts`` and the loop continues at the n
 (or the next batch of the interrupted epoch), so the result equals an uninterrupted run
 (bitwise on CPU with the same ``fit(seed=...)``). A ``fit`` that ends normally deletes the
 backup (``delete_checkpoint=True``); one that ends in an exception, or with a non-finite
-loss, keeps it.
+loss, keeps it. An epoch that ends with a non-finite loss is not backed up: the backup
+stays that of the last epoch that ended with finite weights.
 """
 
 from __future__ import annotations
@@ -95,6 +96,11 @@ class BackupAndRestore(Callback):
             self._backup({"epoch": self._epoch, "batch": int(batch), "metrics": {}})
 
     def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not _isfinite(loss):
+            # Not a state to resume from: NaN weights (on_nan="warn"), or an epoch stopped or
+            # skipped part-way (its loss is NaN then). The last backup stays the newest.
+            return
         self._backup({"epoch": epoch, "batch": None, "metrics": _finite(logs)})
 
     def on_train_end(self, logs=None):

@@ -184,6 +184,5 @@ class TerminateOnNaN(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            print(f"Epoch {epoch + 1}: invalid loss, terminating training")
+        if loss is not None and not math.isfinite(float(loss)):  # fit has said so already
             self.model.stop_training = True
