@@ -61,11 +61,17 @@ def model_and_data():
 
 
 def weights_hash(model) -> str:
+    """SHA-256 of the weights and of the whole train state: step, optimizer state, rng (C8)."""
     import hashlib
+
+    import jax
 
     h = hashlib.sha256()
     for w in model.get_weights():
         h.update(np.ascontiguousarray(np.asarray(w)).tobytes())
+    ts = model._ts
+    for leaf in jax.tree.leaves((ts.step, ts.opt_state, jax.random.key_data(ts.rng))):
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
     return h.hexdigest()
 
 

@@ -62,6 +62,10 @@ if scenario == "ckpt_restore":  # E5: a new 2-process run restores what the last
     ts, meta = kx.checkpoint.CheckpointManager(os.path.join(out, "ckpt")).restore(template)
     np.savez(os.path.join(out, f"restored{pid}.npz"), *[np.asarray(a) for a in jax.tree.leaves(ts.params)],
              step=np.asarray(ts.step), epoch=np.asarray(meta["epoch"]))
+    if os.path.isdir(os.path.join(out, "ckpt1")):  # E6: what one process saved, restored by two
+        ts, meta = kx.checkpoint.CheckpointManager(os.path.join(out, "ckpt1")).restore(template)
+        np.savez(os.path.join(out, f"restored1to2_{pid}.npz"),
+                 *[np.asarray(a) for a in jax.tree.leaves(ts.params)], step=np.asarray(ts.step))
     sys.exit(0)
 if scenario in ("preempt", "preempt_resume"):  # C16: SIGTERM to one process, or to each at its own time
     from kerax.experiments.preemption import Preempted, StopOnSignal, sigterm_flag

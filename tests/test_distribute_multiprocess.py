@@ -89,7 +89,7 @@ def test_e8_missing_process_times_out(tmp_path):
 
 def test_e7_process_exiting_early_does_not_hang(tmp_path):
     outputs, elapsed = _launch("exit_early", tmp_path, timeout=75)
-    assert outputs[0][0] != 0 and elapsed < 70
+    assert outputs[0][0] != 0 and elapsed < 30  # E7: heartbeat 5 s + start-up; measured 7 s
 
 
 def test_e10_without_collectives_a_clear_error(tmp_path):
@@ -111,15 +111,7 @@ def test_e5_e6_checkpoint_across_process_counts(tmp_path):
     steps = [p.name for p in (tmp_path / "ckpt").iterdir()]
     assert steps == ["step_8"], steps  # only finalized checkpoints, written once
     saved = np.load(tmp_path / "tsparams0.npz")
-    outputs, _ = _launch("ckpt_restore", tmp_path)  # E5: a new 2-process run
-    assert all(code == 0 for code, _ in outputs), [o[1][-2000:] for o in outputs]
-    for pid in range(2):
-        restored = np.load(tmp_path / f"restored{pid}.npz")
-        assert int(restored["step"]) == 8 and int(restored["epoch"]) == 2
-        for i in range(len(saved.files)):
-            np.testing.assert_array_equal(restored[f"arr_{i}"], saved[f"arr_{i}"])
-    import jax  # E6: one process restores what two saved
-    import optax
+    import jax  # E6: one process restores what two saved, and saves for two to restore
 
     import kerax as kx
     from kerax import layers
@@ -130,6 +122,19 @@ def test_e5_e6_checkpoint_across_process_counts(tmp_path):
     ts, meta = kx.checkpoint.CheckpointManager(tmp_path / "ckpt").restore(template)
     for i, leaf in enumerate(jax.tree.leaves(ts.params)):
         np.testing.assert_array_equal(np.asarray(leaf), saved[f"arr_{i}"])
+    one = ts.replace(step=ts.step + 1, params=jax.tree.map(lambda a: a + 1.0, ts.params))
+    kx.checkpoint.CheckpointManager(tmp_path / "ckpt1").save(9, one, {"epoch": 3})
+    outputs, _ = _launch("ckpt_restore", tmp_path)  # E5: a new 2-process run; E6: 1 -> 2
+    assert all(code == 0 for code, _ in outputs), [o[1][-2000:] for o in outputs]
+    for pid in range(2):
+        restored = np.load(tmp_path / f"restored{pid}.npz")
+        assert int(restored["step"]) == 8 and int(restored["epoch"]) == 2
+        for i in range(len(saved.files)):
+            np.testing.assert_array_equal(restored[f"arr_{i}"], saved[f"arr_{i}"])
+        restored = np.load(tmp_path / f"restored1to2_{pid}.npz")
+        assert int(restored["step"]) == 9
+        for i, leaf in enumerate(jax.tree.leaves(one.params)):
+            np.testing.assert_array_equal(restored[f"arr_{i}"], np.asarray(leaf))
 
 
 def test_c16_sigterm_to_one_process_stops_all_at_the_same_epoch_and_resumes(tmp_path):

@@ -393,6 +393,23 @@ def test_missing_and_unexpected_tensors_are_listed(tmp_path):  # B16
         load_model(_with(tmp_path, weights=blob))
 
 
+def test_skip_mismatch_loads_what_fits_and_says_what_it_left(tmp_path):  # B16, relaxed
+    src = kx.Sequential([kx.Input((4,)), layers.Dense(3), layers.Dense(2)])
+    src.build(seed=1)
+    src.save_weights(tmp_path / "w.safetensors")
+    dst = kx.Sequential([kx.Input((4,)), layers.Dense(3), layers.Dense(5), layers.Dense(1)])
+    dst.build(seed=2)
+    before = jax.tree.map(np.asarray, dst.params)
+    with pytest.warns(UserWarning, match=r"skip_mismatch=True left 4 weight\(s\) of the model as they were: "
+                                         r"missing \['dense_2/bias', 'dense_2/kernel'\], mismatched "
+                                         r"\['dense_1/bias \(shape \(2,\), expected \(5,\)\)', "
+                                         r"'dense_1/kernel \(shape \(3, 2\), expected \(3, 5\)\)'\]"):
+        dst.load_weights(tmp_path / "w.safetensors", skip_mismatch=True)
+    np.testing.assert_array_equal(dst.params["dense"]["kernel"], src.params["dense"]["kernel"])  # loaded
+    np.testing.assert_array_equal(dst.params["dense_1"]["kernel"], before["dense_1"]["kernel"])  # kept
+    np.testing.assert_array_equal(dst.params["dense_2"]["kernel"], before["dense_2"]["kernel"])
+
+
 def test_nan_weights_load_unless_check_finite(tmp_path):  # B17
     from safetensors.numpy import save
 

@@ -246,6 +246,13 @@ def test_on_nan_skip_never_applies_and_raises_after_limit():
     history = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, seed=0)
     assert history.history["skipped_steps"] == [1.0]
     assert int(model._ts.step) == 3 and math.isfinite(history.history["loss"][0])
+    # C12: the skipped step left weights and optimizer state as they were: the result is a
+    # fit on the three good batches alone
+    alone = _mlp()
+    alone.compile(optimizer="sgd", loss=SCCE)
+    alone.fit(x[16:], y[16:], batch_size=16, epochs=1, shuffle=False, verbose=0, seed=0)
+    jax.tree.map(np.testing.assert_array_equal, model.params, alone.params)
+    jax.tree.map(np.testing.assert_array_equal, model._ts.opt_state, alone._ts.opt_state)
     x[16:48] = np.nan
     with pytest.raises(errors.NonFiniteLossError, match=r"2 consecutive steps had a non-finite loss .*max_consecutive_nonfinite=2"):
         model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, seed=0)
@@ -446,6 +453,15 @@ def _train_hash(seed):
     return h.hexdigest()
 
 
+def _order_hash():
+    """SHA-256 of the shuffled orders of epochs 0-2 for seed 3 (D5)."""
+    import hashlib
+
+    from kerax.data import epoch_order
+
+    return hashlib.sha256(b"".join(epoch_order(50, True, seed=3, epoch=e).tobytes() for e in range(3))).hexdigest()
+
+
 def test_d1_d2_same_seed_same_weights_different_seed_different():
     assert _train_hash(11) == _train_hash(11)
     assert _train_hash(11) != _train_hash(12)
@@ -460,7 +476,7 @@ def test_d1_d3_across_processes(tmp_path, variant):
     script = tmp_path / "run.py"
     script.write_text(
         "import sys; sys.path.insert(0, %r)\n" % str(__import__("pathlib").Path(__file__).parent)
-        + "from test_training import _train_hash\nprint(_train_hash(11))\n"
+        + "from test_training import _order_hash, _train_hash\nprint(_order_hash())\nprint(_train_hash(11))\n"
     )
     flags = __import__("os").environ["XLA_FLAGS"]  # conftest's: the same XLA as this process
     if variant == "single_thread_eigen":
@@ -475,6 +491,7 @@ def test_d1_d3_across_processes(tmp_path, variant):
     out = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**env, "XLA_FLAGS": flags})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == _train_hash(11)
+    assert out.stdout.strip().splitlines()[-2] == _order_hash()  # D5: the same shuffles in another process
 
 
 def test_d5_epoch_order():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -120,13 +121,14 @@ def match_tensors(expected: Mapping[str, Any], tensors: Mapping[str, np.ndarray]
         raise errors.IncompatibleCheckpointError(
             f"{where}: weights do not match the model: missing {missing}, unexpected {unexpected}"
         )
-    out = {}
+    out, skipped = {}, []
     for key, ref in expected.items():
         if key not in tensors:
             continue
         value, want = tensors[key], np.dtype(ref.dtype)
         if value.shape != tuple(ref.shape):
             if skip_mismatch:
+                skipped.append(f"{key} (shape {value.shape}, expected {tuple(ref.shape)})")
                 continue
             raise errors.IncompatibleCheckpointError(
                 f"{where}: weight {key!r} expected shape {tuple(ref.shape)} dtype {want}; "
@@ -139,6 +141,7 @@ def match_tensors(expected: Mapping[str, Any], tensors: Mapping[str, np.ndarray]
                     f"file has dtype {value.dtype}. Pass allow_cast=True to convert it"
                 )
             if not allow_cast:
+                skipped.append(f"{key} (dtype {value.dtype}, expected {want})")
                 continue
             value = value.astype(want)
         if check_finite and np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
@@ -148,6 +151,10 @@ def match_tensors(expected: Mapping[str, Any], tensors: Mapping[str, np.ndarray]
                 "check_finite=True refuses them"
             )
         out[key] = value
+    if skip_mismatch and (missing or unexpected or skipped):  # as Keras: said, not silent
+        warnings.warn(f"{where}: skip_mismatch=True left {len(missing) + len(skipped)} weight(s) of the model as "
+                      f"they were: missing {missing}, mismatched {skipped}; ignored unexpected {unexpected}",
+                      stacklevel=3)
     return out
 
 
