@@ -410,6 +410,28 @@ def test_a17_int_inputs_are_cast():
     np.testing.assert_allclose(model.predict(np.ones((2, 3), np.int32)), model.predict(np.ones((2, 3), np.float32)))
 
 
+def test_a17_strict_dtypes_refuses_a_cast_everywhere(tmp_path):
+    model = kx.Sequential([layers.Dense(2, input_shape=(3,))])
+    model.compile(optimizer="sgd", loss="mse", strict_dtypes=True)
+    x, y = np.ones((4, 3), np.int32), np.zeros((4, 2), np.float32)
+    pattern = (r"^x has dtype int32; the model's input is float32, and compile\(strict_dtypes=True\) refuses a "
+               r"cast: pass x\.astype\('float32'\)")
+    for call in (lambda: model.fit(x, y, verbose=0), lambda: model.evaluate(x, y, verbose=0),
+                 lambda: model.predict(x, verbose=0), lambda: model.fit(x.astype(np.float64), y, verbose=0)):
+        with pytest.raises(errors.DTypeError, match=pattern.replace("int32", "(int32|float64)")):
+            call()
+    model.fit(x.astype(np.float32), y, verbose=0)  # the model's own dtype passes
+    model.save(tmp_path / "m.kerax")  # and the setting is saved with the compile arguments
+    with pytest.raises(errors.DTypeError, match="strict_dtypes"):
+        kx.load_model(tmp_path / "m.kerax").predict(x, verbose=0)
+    a, b = kx.Input((4,), name="a"), kx.Input((2,), name="b", dtype="int32")
+    two = kx.Model([a, b], layers.Dense(1)(layers.Concatenate()([a, layers.Activation("linear")(b)])))
+    two.compile(optimizer="sgd", loss="mse", strict_dtypes=True)
+    with pytest.raises(errors.DTypeError, match=r"^x\['b'\] has dtype float32; the model's input 'b' is int32"):
+        two.predict({"a": np.ones((2, 4), np.float32), "b": np.ones((2, 2), np.float32)}, verbose=0)
+    assert two.predict([np.ones((2, 4), np.float32), np.ones((2, 2), np.int32)], verbose=0).shape == (2, 1)
+
+
 def test_a18_check_finite_inputs(compiled):
     x = np.zeros((8, 4), np.float32)
     x[5, 2] = np.nan

@@ -65,7 +65,8 @@ class TrainingMethods:
     def compile(self, optimizer: Any = "rmsprop", loss: Any = None, metrics: Any = None,
                 loss_weights: Any = None, steps_per_execution: int = 1, jit_compile: bool = True,
                 on_nan: str = "warn", max_consecutive_nonfinite: int = 10,
-                distribute: Any = None, dp: Any = None, scan_layers: bool = False) -> None:
+                distribute: Any = None, dp: Any = None, scan_layers: bool = False,
+                strict_dtypes: bool = False) -> None:
         """Configures training.
 
         ``optimizer``: a name (``"adam"``), a ``kx.optimizers`` object or any optax
@@ -79,7 +80,9 @@ class TrainingMethods:
         ``kx.privacy.DPSGD`` to train with DP-SGD (``fit`` then reports the epsilon spent).
         ``scan_layers``: run each run of identical consecutive layers of a ``Sequential`` by
         one ``lax.scan`` in the compiled steps (same params and results, faster compiles;
-        see :mod:`kerax.core.scan`).
+        see :mod:`kerax.core.scan`). ``strict_dtypes``: ``fit``, ``evaluate`` and ``predict``
+        refuse input arrays whose dtype is not the model input's (``DTypeError``) instead of
+        casting them (ints to the weights' float dtype, float64 to float32), as they do by default.
         """
         from kerax import losses
         from kerax.training.setup import CompileConfig
@@ -100,8 +103,9 @@ class TrainingMethods:
         from kerax.privacy.dpsgd import check_config
 
         check_config(dp, self, distribute)
-        if not isinstance(scan_layers, bool):
-            raise errors.ConfigError(f"compile: scan_layers must be True or False; received {scan_layers!r}")
+        for flag, value in (("scan_layers", scan_layers), ("strict_dtypes", strict_dtypes)):
+            if not isinstance(value, bool):
+                raise errors.ConfigError(f"compile: {flag} must be True or False; received {value!r}")
         if not isinstance(steps_per_execution, int) or steps_per_execution < 1:
             raise errors.ConfigError(f"compile: steps_per_execution must be a positive int; received {steps_per_execution!r}")
         self._compiled = CompileConfig(
@@ -110,7 +114,7 @@ class TrainingMethods:
             loss=loss, metrics=metrics, loss_weights=loss_weights,
             steps_per_execution=steps_per_execution, on_nan=on_nan,
             max_consecutive_nonfinite=int(max_consecutive_nonfinite), jit_compile=jit_compile,
-            distribute=distribute, dp=dp, scan_layers=scan_layers,
+            distribute=distribute, dp=dp, scan_layers=scan_layers, strict_dtypes=strict_dtypes,
         )
         self._ts = None
         self._step_cache = {}

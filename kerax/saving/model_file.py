@@ -364,7 +364,7 @@ def _compile_args(path: Any, members: dict) -> tuple[Any, dict]:
 
     kwargs = {"loss": load(conf.get("loss"), losses.get), "metrics": load(conf.get("metrics"), metrics.get),
               "loss_weights": conf.get("loss_weights")}
-    for key in ("steps_per_execution", "on_nan", "max_consecutive_nonfinite", "scan_layers"):
+    for key in ("steps_per_execution", "on_nan", "max_consecutive_nonfinite", "scan_layers", "strict_dtypes"):
         if key in conf:
             kwargs[key] = conf[key]
     if conf.get("dp") is not None:  # files without it (no DP, or older kerax) compile without dp

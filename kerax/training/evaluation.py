@@ -200,6 +200,7 @@ def predict(model: Any, x: Any, batch_size: int | None = None, verbose: Any = "a
 
     setup.check_steps("steps", steps)
     batch_size = setup.check_batch_size(batch_size)
+    setup.check_strict_dtypes(model, x)
     data = as_data(x, None, None, name="x", expand=setup.expand_rank1(model))
     if isinstance(data, IterableData):
         first = data.peek()

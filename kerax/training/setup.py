@@ -39,6 +39,7 @@ class CompileConfig:
     distribute: Any = None
     dp: Any = None  # kx.privacy.DPSGD: differentially private training steps
     scan_layers: bool = False  # run identical consecutive layers by lax.scan (kerax.core.scan)
+    strict_dtypes: bool = False  # refuse inputs of another dtype than the model's (no cast)
 
     def to_config(self) -> dict:
         from kerax import losses
@@ -52,6 +53,7 @@ class CompileConfig:
             "loss_weights": self.loss_weights,
             "steps_per_execution": self.steps_per_execution,
             **({"scan_layers": True} if self.scan_layers else {}),  # absent when off: older files unchanged
+            **({"strict_dtypes": True} if self.strict_dtypes else {}),
             # DP-SGD's four numbers: a loaded model keeps training privately (absent without dp).
             **({"dp": self.dp.get_config()} if self.dp is not None else {}),
         }
@@ -131,12 +133,52 @@ def expand_rank1(model: Any) -> bool:
 
 
 def prepare(model: Any, x: Any, y: Any, sample_weight: Any, class_weight: Any, name: str) -> ArrayData | IterableData:
+    check_strict_dtypes(model, x, name)
     data = as_data(x, y, sample_weight, name=name, expand=expand_rank1(model))
     if class_weight is not None:
         if not isinstance(data, ArrayData):
             raise errors.DataError("class_weight needs in-memory arrays; weight an iterable's batches yourself")
         data.sample_weight = apply_class_weight(data.y, data.sample_weight, class_weight)
     return data
+
+
+def check_strict_dtypes(model: Any, x: Any, name: str = "x") -> None:
+    """With ``compile(strict_dtypes=True)``: every input array of ``x`` must have the dtype of
+    the model's input (declared with ``kx.Input``, else the one the model was built for), as
+    given, before any cast (int to float, float64 to float32). In-memory arrays only; an
+    iterable's batches are not checked."""
+    compiled = getattr(model, "_compiled", None)
+    if compiled is None or not compiled.strict_dtypes:
+        return
+    for where, got, label, want in _input_dtypes(model, x, name):
+        if want is not None and got is not None and np.dtype(got) != np.dtype(want):
+            raise errors.DTypeError(
+                f"{where} has dtype {np.dtype(got)}; the model's {label} is {np.dtype(want)}, and "
+                f"compile(strict_dtypes=True) refuses a cast: pass {where}.astype({str(np.dtype(want))!r}) "
+                "or compile without strict_dtypes")
+
+
+def _input_dtypes(model: Any, x: Any, name: str) -> list[tuple[str, Any, str, Any]]:
+    """``(where in x, its dtype, the model input's label, its dtype)`` per input of ``x``."""
+    dtype = lambda a: getattr(a, "dtype", None) if hasattr(a, "shape") else None  # noqa: E731
+    inputs = getattr(model.core, "inputs", None)
+    if inputs is None or hasattr(inputs, "node") or not isinstance(inputs, (list, tuple, dict)):  # one input
+        declared = getattr(inputs, "dtype", None)
+        if inputs is None and getattr(model.core, "declared_input_shape", None) is not None:  # a Sequential
+            declared = getattr(model, "_input_dtype", np.float32)
+        spec = getattr(model, "_input_spec", None)
+        want = declared if declared is not None else getattr(spec, "dtype", None)
+        return [(name, dtype(x), "input", want)]
+    names = list(model.input_names)
+    tensors = list(inputs.values()) if isinstance(inputs, dict) else list(inputs)
+    if isinstance(x, dict):
+        pairs = [(f"{name}[{k!r}]", x[k], k) for k in names if k in x]
+    elif isinstance(x, (list, tuple)) and len(x) == len(names):
+        pairs = [(f"{name}[{i}]", a, k) for i, (a, k) in enumerate(zip(x, names))]
+    else:
+        return []  # the model's own check reports the structure
+    by_name = dict(zip(names, tensors))
+    return [(where, dtype(a), f"input {k!r}", getattr(by_name[k], "dtype", None)) for where, a, k in pairs]
 
 
 def apply_class_weight(y: Any, sample_weight: Any, class_weight: dict) -> np.ndarray:
