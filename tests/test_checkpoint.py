@@ -21,6 +21,7 @@ import pytest
 from kerax import errors
 from kerax.saving import checkpoint as ckpt
 from kerax.saving.checkpoint import CheckpointManager
+from kerax.training.callbacks import Callback
 from kerax.training.train_state import TrainState
 
 WORKER = str(Path(__file__).with_name("ckpt_worker.py"))
@@ -282,29 +283,39 @@ def test_failed_write_raises_and_keeps_everything(tmp_path, monkeypatch):
 @pytest.fixture
 def file_size_limit():
     """``limit(n)``: writes past n bytes fail with EFBIG (a real write error, as a full disk
-    gives, also as root); ``limit(None)`` lifts it. Restored after the test."""
+    gives, also as root); ``limit(None)`` lifts it. Restored after the test. Nothing may
+    compile while it is on: JAX would write truncated entries to the run's compilation cache."""
     import resource
-    import signal
 
     old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the error, not the signal's kill
-    # The run's shared compilation cache must not receive truncated entries meanwhile.
-    cache = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)
     yield lambda n: resource.setrlimit(resource.RLIMIT_FSIZE, (old_limit[0] if n is None else n, old_limit[1]))
     resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
     signal.signal(signal.SIGXFSZ, old_handler)
-    jax.config.update("jax_enable_compilation_cache", cache)
 
 
 def test_c5_a_real_write_error_raises_and_keeps_the_previous_checkpoint(tmp_path, file_size_limit):
     mgr = CheckpointManager(tmp_path)
-    good = _trained(_ts())
+    good, other = _trained(_ts()), _ts(2.0)
     mgr.save(1, good)
     file_size_limit(512)
     with pytest.raises(OSError, match="File too large"):
-        mgr.save(2, _ts(2.0))
+        mgr.save(2, other)
+    file_size_limit(None)
     assert mgr.latest_step() == 1 and _same(mgr.restore(_ts(0.0))[0], good)
+
+
+class _LimitAtEpochEnd(Callback):
+    """Puts the file size limit on at the end of epoch ``epoch``, before the saving callback
+    after it writes (every program is compiled by then)."""
+
+    def __init__(self, limit, epoch):
+        super().__init__()
+        self.limit, self.epoch = limit, epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.limit(512)
 
 
 def test_c6_a_save_that_fails_inside_fit_makes_fit_raise(tmp_path, file_size_limit):
@@ -314,11 +325,11 @@ def test_c6_a_save_that_fails_inside_fit_makes_fit_raise(tmp_path, file_size_lim
     sys.path.insert(0, str(Path(__file__).parent))
     from ckpt_worker import model_and_data
 
-    for callback in (BackupAndRestore(str(tmp_path / "b")), kx.callbacks.ModelCheckpoint(str(tmp_path / "m.kerax"))):
+    for saver in (BackupAndRestore(str(tmp_path / "b")), kx.callbacks.ModelCheckpoint(str(tmp_path / "m.kerax"))):
         model, x, y = model_and_data()
-        file_size_limit(512)
-        with pytest.raises(OSError, match="File too large"):
-            model.fit(x, y, batch_size=16, epochs=2, verbose=0, seed=7, callbacks=[callback])
+        with pytest.raises(OSError, match="File too large"):  # epoch 1 saves; epoch 2's save fails
+            model.fit(x, y, batch_size=16, epochs=3, verbose=0, seed=7,
+                      callbacks=[_LimitAtEpochEnd(file_size_limit, 1), saver])
         file_size_limit(None)
 
 
