@@ -134,8 +134,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return command(args)
     import jax
 
-    # Process-wide, not jax.debug_nans(True): that context is thread-local, and fit compiles
-    # its first step on a thread. Restored after, for callers of main that go on.
+    # Process-wide for the command, restored after, for callers of main that go on.
     before = jax.config.jax_debug_nans
     jax.config.update("jax_debug_nans", True)
     try:
@@ -166,7 +165,7 @@ def _train(args: argparse.Namespace) -> int:
             again = f"kerax train {os.path.join(out, 'config.yaml')} --output-dir {out} --resume"
             raise Preempted(e.step, f"{e.backup_dir}; continue with: {again}") from None
     _print_metrics(run.test_metrics)
-    if run.privacy is not None and args.quiet:  # otherwise fit has printed it
+    if run.privacy is not None and not run.privacy_printed:
         print(run.privacy)
     say(f"saved the model, history, metrics and curves.png in {run.output_dir}")
     return EXIT_OK

@@ -292,6 +292,8 @@ def test_c11_the_other_on_nan_modes_fail_the_run_too_and_say_what_happened(tmp_p
         assert len(loss) == 15 and all(v == "nan" or not np.isfinite(float(v)) for v in loss[1:])
     else:
         assert "10 consecutive steps had a non-finite loss or gradient" in stderr
+        assert "holds the weights after epoch 1 (step 1)" in stderr
+    assert (out / "history.json").exists() and not (out / "model.kerax").exists()
     assert [d.name for d in (out / "backup").iterdir() if d.name.startswith("step_")] == ["step_1"]
 
 

@@ -102,5 +102,5 @@ def test_fit_cuts_its_validation_data_once_and_reports_each_epochs_weights(monke
 
     history = model.fit(x[:28], y[:28], batch_size=8, epochs=3, validation_data=(x[28:], y[28:]),
                         validation_batch_size=5, verbose=0, callbacks=[AfterEpoch()], seed=0)
-    assert made == [(5, None)]  # one cut, with the validation batch size, for the three epochs
+    assert made == [(5, None, "the validation data")]  # one cut, with the validation batch size, for the three epochs
     np.testing.assert_allclose(history.history["val_loss"], seen, rtol=1e-5)

@@ -222,6 +222,9 @@ def test_debug_nans_reaches_the_primitive_whatever_on_nan_says(on_nan):
         history = fit()
         assert math.isnan(history.history["loss"][0])
         assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(model.params))
+    model.evaluate(x, y, verbose=0)  # an evaluation step compiled without the flag...
+    with jax.debug_nans(True), pytest.raises(FloatingPointError, match=r"invalid value \(nan\) encountered in"):
+        model.evaluate(x, y, verbose=0)  # ...and with it (under "warn" the weights are NaN by now)
     fresh = kx.Sequential([layers.Dense(3, input_shape=(4,)), layers.Activation(jnp.sqrt)])
     fresh.compile(optimizer="sgd", loss=SCCE, on_nan=on_nan)
     with jax.debug_nans(True), pytest.raises(FloatingPointError, match="sqrt"):  # the context form
@@ -411,13 +414,14 @@ def test_a17_int_inputs_are_cast():
 
 
 def test_a17_strict_dtypes_refuses_a_cast_everywhere(tmp_path):
-    model = kx.Sequential([layers.Dense(2, input_shape=(3,))])
+    model = kx.Sequential([kx.Input((3,)), layers.Dense(2)])
     model.compile(optimizer="sgd", loss="mse", strict_dtypes=True)
     x, y = np.ones((4, 3), np.int32), np.zeros((4, 2), np.float32)
-    pattern = (r"^x has dtype int32; the model's input is float32, and compile\(strict_dtypes=True\) refuses a "
-               r"cast: pass x\.astype\('float32'\)")
+    pattern = (r"^(x|validation_data\[0\]) has dtype int32; the model's input is float32, and "
+               r"compile\(strict_dtypes=True\) refuses a cast: pass (x|validation_data\[0\])\.astype\('float32'\)")
     for call in (lambda: model.fit(x, y, verbose=0), lambda: model.evaluate(x, y, verbose=0),
-                 lambda: model.predict(x, verbose=0), lambda: model.fit(x.astype(np.float64), y, verbose=0)):
+                 lambda: model.predict(x, verbose=0), lambda: model.fit(x.astype(np.float64), y, verbose=0),
+                 lambda: model.fit(x.astype(np.float32), y, validation_data=(x, y), verbose=0)):
         with pytest.raises(errors.DTypeError, match=pattern.replace("int32", "(int32|float64)")):
             call()
     model.fit(x.astype(np.float32), y, verbose=0)  # the model's own dtype passes
@@ -430,6 +434,12 @@ def test_a17_strict_dtypes_refuses_a_cast_everywhere(tmp_path):
     with pytest.raises(errors.DTypeError, match=r"^x\['b'\] has dtype float32; the model's input 'b' is int32"):
         two.predict({"a": np.ones((2, 4), np.float32), "b": np.ones((2, 2), np.float32)}, verbose=0)
     assert two.predict([np.ones((2, 4), np.float32), np.ones((2, 2), np.int32)], verbose=0).shape == (2, 1)
+    # Without kx.Input: the dtype the model was built for (token ids for an Embedding)
+    ids = kx.Sequential([layers.Embedding(10, 4, input_shape=(3,)), layers.Flatten(), layers.Dense(1)])
+    ids.compile(optimizer="sgd", loss="mse", strict_dtypes=True)
+    ids.fit(np.ones((4, 3), np.int32), np.zeros((4, 1), np.float32), verbose=0)
+    with pytest.raises(errors.DTypeError, match=r"^x has dtype float32; the model's input is int32"):
+        ids.predict(np.ones((4, 3), np.float32), verbose=0)
 
 
 def test_a18_check_finite_inputs(compiled):

@@ -210,6 +210,7 @@ class Run:
     test_metrics: dict
     output_dir: Path
     privacy: Any = None  # kx.privacy.PrivacySpent of a DP-SGD run (compile.dp), else None
+    privacy_printed: bool = False  # fit printed it (verbose, and it ran steps)
 
 
 def train(config: dict, output_dir: str | os.PathLike | None = None, resume: str = "auto",
@@ -267,9 +268,16 @@ def train(config: dict, output_dir: str | os.PathLike | None = None, resume: str
     if stop_event is not None:
         cbs.append(StopOnSignal(stop_event, backup))
     fit = config["fit"]
-    history = model.fit(data.x_train, data.y_train, batch_size=fit["batch_size"], epochs=fit["epochs"],
-                        validation_split=fit["validation_split"], shuffle=fit["shuffle"],
-                        callbacks=cbs, seed=config["seed"], verbose=verbose)
+    record = kcallbacks.History()  # the epochs so far, also when fit raises
+    try:
+        history = model.fit(data.x_train, data.y_train, batch_size=fit["batch_size"], epochs=fit["epochs"],
+                            validation_split=fit["validation_split"], shuffle=fit["shuffle"],
+                            callbacks=cbs + [record], seed=config["seed"], verbose=verbose)
+    except errors.NonFiniteLossError as e:  # on_nan: skip's limit of consecutive bad steps
+        if chief:
+            _write_records(out, record.history, None, config["name"])
+            _privacy(model, out)
+        raise errors.NonFiniteLossError(f"{e}. {_backup_note(out)}") from None
     on_nan = "stop" if any(isinstance(c, kcallbacks.TerminateOnNaN) for c in cbs) else config["compile"]["on_nan"]
     _check_finite(model, history, out, chief, config["name"], on_nan)
     test = model.evaluate(data.x_test, data.y_test, batch_size=fit["batch_size"], verbose=0,
@@ -278,7 +286,8 @@ def train(config: dict, output_dir: str | os.PathLike | None = None, resume: str
     if chief:
         model.save(out / "model.kerax")
         _write_records(out, history.history, test, config["name"])
-    return Run(model, history.history, test, out, _privacy(model, out if chief else None))
+    printed = getattr(history, "privacy", None) is not None and verbose not in (0, False)
+    return Run(model, history.history, test, out, _privacy(model, out if chief else None), printed)
 
 
 def _check_finite(model: Any, history: Any, out: Path, chief: bool, name: str, on_nan: str) -> None:
@@ -331,9 +340,11 @@ def _backup_note(out: Path) -> str:
     step = CheckpointManager(backup).latest_step() if backup.is_dir() else None
     if step is None:
         return "No epoch ended with a finite loss, so there is no backup to resume from."
-    epoch = int(CheckpointManager(backup).metadata(step)["epoch"]) + 1
-    return (f"{backup} holds the weights after epoch {epoch} (step {step}), the last epoch that "
-            f"ended with a finite loss. After fixing the cause (the data, say), continue from "
+    meta = CheckpointManager(backup).metadata(step)
+    epoch, batch = int(meta["epoch"]) + 1, meta.get("batch")
+    when = (f"after epoch {epoch} (step {step}), the last epoch that ended with a finite loss" if batch is None
+            else f"of epoch {epoch} before its batch {batch} (step {step})")
+    return (f"{backup} holds the weights {when}. After fixing the cause (the data, say), continue from "
             f"there with: kerax train {out / 'config.yaml'} --output-dir {out} --resume. A resumed "
             "run restores the optimizer's state as it was, learning rate included: to change "
             "the optimizer (a lower learning rate, say), start over with --resume never.")

@@ -184,9 +184,10 @@ class Model(TrainingMethods, Layer):
             x = self._declared_specs()
         else:
             x = _specs_from_shapes(input_shape)
-        # New weights: the train state (the optimizer's moments, the step) was the old ones'.
-        self._live, self._ts = False, None
         self._build_from(x, seed)
+        # New weights: the train state (the optimizer's moments, the step) was the old ones'.
+        # Dropped only now: a build that fails keeps the model as it was.
+        self._live, self._ts = False, None
 
     def _init_program(self, spec: Any) -> Any:
         """``jit``-ed ``key -> init(key, spec)``, compiled lean: equal layers initialised by
@@ -219,6 +220,7 @@ class Model(TrainingMethods, Layer):
         # (bench/ W5 with make_train_step: peak RSS 422-428 -> 378-386 MB, 3 processes).
         release_free_heap()
         self._weight_order = order
+        self._live = False  # both held trees are replaced: nothing to read from a train state first
         self._params, self._state = params, state
         if isinstance(spec, jax.ShapeDtypeStruct):
             from kerax.core.symbolic import ShapeSpec
@@ -244,8 +246,9 @@ class Model(TrainingMethods, Layer):
     def _pull(self) -> None:
         from kerax.training.train_state import copy_tree
 
+        params, state = copy_tree((self._ts.params, self._ts.state))  # first: a failed copy changes nothing
         self._live = False
-        self.__dict__["_held_params"], self.__dict__["_held_state"] = copy_tree((self._ts.params, self._ts.state))
+        self.__dict__["_held_params"], self.__dict__["_held_state"] = params, state
 
     @property
     def _params(self) -> Any:
@@ -253,10 +256,18 @@ class Model(TrainingMethods, Layer):
             self._pull()
         return self.__dict__["_held_params"]
 
+    def _pull_for_assignment(self) -> None:
+        """Before one held tree is assigned: the other one read from the train state. A train
+        state that cannot be read (a failed step took it) is dropped from following."""
+        if self._live:
+            try:
+                self._pull()
+            except Exception:  # noqa: BLE001 - the assignment replaces what could not be read
+                self._live = False
+
     @_params.setter
     def _params(self, value: Any) -> None:
-        if self._live:
-            self._pull()
+        self._pull_for_assignment()
         self.__dict__["_held_params"] = value
         self._weights_version += 1
 
@@ -268,8 +279,7 @@ class Model(TrainingMethods, Layer):
 
     @_state.setter
     def _state(self, value: Any) -> None:
-        if self._live:
-            self._pull()
+        self._pull_for_assignment()
         self.__dict__["_held_state"] = value
         self._weights_version += 1
 

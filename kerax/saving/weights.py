@@ -154,7 +154,7 @@ def match_tensors(expected: Mapping[str, Any], tensors: Mapping[str, np.ndarray]
     if skip_mismatch and (missing or unexpected or skipped):  # as Keras: said, not silent
         warnings.warn(f"{where}: skip_mismatch=True left {len(missing) + len(skipped)} weight(s) of the model as "
                       f"they were: missing {missing}, mismatched {skipped}; ignored unexpected {unexpected}",
-                      stacklevel=3)
+                      stacklevel=4)  # model.load_weights -> saving.load_weights -> here
     return out
 
 

@@ -150,7 +150,7 @@ def run_eval(model: Any, objectives: Any, data: ArrayData | IterableData, batch_
     run = _mapped(model, f"eval{id(ev)}", ev._run, (0, 0, 0, None, None, None))
     mstate = jax.tree.map(lambda a: jnp.stack([a] * ens.size), ev.init_metrics())
     if isinstance(data, ArrayData):
-        device_data = setup.to_device(data)
+        device_data = setup.to_device(data, "the evaluation data")
         feed = [(device_data, jnp.asarray(i), jnp.asarray(m)) for i, m in padded_groups(data.n, batch_size, 1)[:steps]]
     else:
         setup.check_targets(objectives, model, data.peek())

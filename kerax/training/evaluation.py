@@ -19,6 +19,7 @@ from kerax.data import ArrayData, IterableData
 from kerax.training import setup
 from kerax.training.callbacks import CallbackList
 from kerax.training.callbacks.progress import Progress, resolve_verbose
+from kerax.training.memory import data_hints
 
 
 def padded_groups(n: int, batch_size: int, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -57,11 +58,12 @@ class EvalCut:
     nothing and gathers no rows (docs/performance.md). ``fit`` keeps one for its validation
     data across epochs."""
 
-    def __init__(self, data: ArrayData, batch_size: int, steps: int | None) -> None:
+    def __init__(self, data: ArrayData, batch_size: int, steps: int | None, what: str = "the data") -> None:
         sw = data.sample_weight
         host = (data.x, data.y, None if sw is None else np.asarray(sw, np.float32))
         batches = cut_batches(host, data.n, batch_size, steps)
-        self.executions = jax.device_put([jax.tree.map(lambda a: a[None], b) for b, _ in batches])
+        with data_hints(what, setup.nbytes(data)):
+            self.executions = jax.device_put([jax.tree.map(lambda a: a[None], b) for b, _ in batches])
         masks = {rows: (np.arange(batch_size) < rows).astype(np.float32)[None] for _, rows in batches}
         masks = dict(zip(masks, jax.device_put(list(masks.values()))))
         self.masks = [masks[rows] for _, rows in batches]
@@ -185,7 +187,7 @@ def _error_at_callers_shapes(model: Any, x: Any) -> Exception | None:
     raises while the batch is traced shows a batch size the caller never passed: ``(32,
     5)`` for a ``(2, 5)`` input, ``(32, 8, 3)`` for one unbatched ``(8, 8, 3)`` image. Only
     after such an error is the model traced again on ``x``'s own shapes."""
-    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), x)
+    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), getattr(a, "dtype", None) or np.asarray(a).dtype), x)
     try:
         jax.eval_shape(lambda p, s, v: model.apply(p, s, v, training=False)[0], model.params, model.state, spec)
     except errors.KeraxError as e:
@@ -216,7 +218,9 @@ def predict(model: Any, x: Any, batch_size: int | None = None, verbose: Any = "a
     cbs.on_predict_begin(None)
     progress = Progress(resolve_verbose(verbose), math.ceil(data.n / batch_size), "")
     outs = []
-    for i, (x_batch, rows) in enumerate(zip(jax.device_put([b for b, _ in batches]), [r for _, r in batches])):
+    with data_hints("x", sum(a.nbytes for a in jax.tree.leaves(data.x))):
+        on_device = jax.device_put([b for b, _ in batches])
+    for i, (x_batch, rows) in enumerate(zip(on_device, [r for _, r in batches])):
         try:
             outs.append((run(model.params, model.state, x_batch), rows))
         except errors.KeraxError:

@@ -27,9 +27,10 @@ from kerax.training import setup
 from kerax.training.callbacks import CallbackList, History, TerminateOnNaN
 from kerax.training.callbacks.progress import Progress, resolve_verbose
 from kerax.training.evaluation import EvalCut
+from kerax.training.memory import broken, data_hints
 from kerax.training.objectives import NAN_KEY
 from kerax.training.packed import Packed
-from kerax.training.steps import release_free_heap
+from kerax.training.steps import debugging, release_free_heap
 from kerax.training.train_state import copy_tree, fresh
 from kerax.utils import default_seed
 
@@ -160,7 +161,8 @@ class _Cut:
             for rows in table:  # (k', batch') consecutive rows
                 start, end = int(rows[0, 0]), int(rows[0, 0]) + rows.size
                 cuts.append(jax.tree.map(lambda a: a[start:end].reshape(rows.shape + a.shape[1:]), host))
-        self.executions = jax.device_put(cuts)
+        with data_hints("the training data", setup.nbytes(data)):
+            self.executions = jax.device_put(cuts)
 
     def feed(self):
         for data in self.executions:
@@ -419,7 +421,7 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
             model._live = True
             if val is not None and (epoch + 1) % validation_freq == 0 and not halted:
                 if isinstance(val, ArrayData) and dp is None:  # cut on the device once, for every epoch
-                    val = EvalCut(val, validation_batch_size or batch_size, validation_steps)
+                    val = EvalCut(val, validation_batch_size or batch_size, validation_steps, "the validation data")
                 val_logs = _evaluate_logs(model, objectives, val, validation_batch_size or batch_size, validation_steps)
                 logs.update({f"val_{k}": v for k, v in val_logs.items()})
             trainer.progress.close(logs)
@@ -428,7 +430,9 @@ def fit(model: Any, x: Any = None, y: Any = None, batch_size: int | None = None,
             if model._weights_version != version:  # a callback set them
                 model._ts = model._ts.replace(params=_copy(model._params), state=_copy(model._state))
             if halted:
-                print(f"Epoch {epoch + 1}: non-finite loss; stopped before applying that update")
+                print(f"Epoch {epoch + 1}: non-finite loss; " + (
+                    "stopped; the update was applied (jax_debug_nans/infs run every on_nan mode as warn)"
+                    if debugging() else "stopped before applying that update"))
                 model.stop_training = True
             if model.stop_training:
                 break
@@ -462,7 +466,8 @@ def _ensure_train_state(model: Any, compiled: setup.CompileConfig, seed: int) ->
     ts = getattr(model, "_ts", None)
     if ts is not None and model._live and ts.tx is compiled.optimizer:
         return  # the held weights are still the train state's: nothing was assigned since
-    if ts is not None and ts.tx is compiled.optimizer and jax.tree.structure(ts.params) == jax.tree.structure(model._params):
+    if (ts is not None and ts.tx is compiled.optimizer and jax.tree.structure(ts.params) == jax.tree.structure(model._params)
+            and not broken(ts.opt_state)):  # a step that ran out of memory took it: start afresh
         model._ts = ts.replace(params=_copy(model._params), state=_copy(model._state))
         return
     # The key is fold_in(key(seed), 1): the init used the seed's own key.
@@ -474,6 +479,7 @@ def _validation(model: Any, validation_data: Any) -> Any:
 
     if isinstance(validation_data, (tuple, list)) and 2 <= len(validation_data) <= 3:
         vx, vy, vsw = (list(validation_data) + [None])[:3]
+        setup.check_strict_dtypes(model, vx, "validation_data[0]")
         return as_data(vx, vy, vsw, name="validation_data", expand=setup.expand_rank1(model))
     return setup.prepare(model, validation_data, None, None, None, "validation_data")
 

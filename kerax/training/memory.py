@@ -77,8 +77,8 @@ def data_hints(what: str, nbytes: int) -> Iterator[None]:
             raise
         raise errors.OutOfMemoryError(
             f"copying {what} ({_size(nbytes)}) to the {jax.default_backend()} device ran out of memory "
-            f"({_first_line(e)}). fit keeps in-memory arrays on the device whole; pass an iterable of "
-            "batches instead (a generator, kx.data), which is sent batch by batch.") from e
+            f"({_first_line(e)}). In-memory arrays go to the device whole; pass an iterable of batches "
+            "instead (a generator, kx.data), which is sent batch by batch.") from e
 
 
 def _first_line(e: BaseException) -> str:
@@ -88,38 +88,56 @@ def _first_line(e: BaseException) -> str:
 def _message(model: Any, task: str, batch_size: int | None, weights: Any, e: Exception) -> str:
     name = model.name or model.default_name()
     where = f"model {name!r}"
-    lost = task != "build" and _weights_lost(model)
-    if lost and getattr(model, "_lost_to_oom", False):  # an earlier call's failed step took them
-        return (f"{task} of {where}: its weights are gone: an earlier step that ran out of memory had "
-                f"taken them over ({_first_line(e)}). Build the model again, or load it or a "
-                "checkpoint, before going on.")
-    model._lost_to_oom = lost
-    if weights is None:
-        weights = (model._params, model._state) if model.built else None
+    # Nothing here reads model._params / .built: while they follow the train state, that copies it.
+    held_lost, state_lost = _lost(model) if task != "build" else (False, False)
+    if (held_lost or state_lost) and getattr(model, "_lost_to_oom", False):  # an earlier step took them
+        if held_lost:
+            return (f"{task} of {where}: its weights are gone: an earlier step that ran out of memory had "
+                    f"taken them over ({_first_line(e)}). Build the model again, or load it or a "
+                    "checkpoint, before going on.")
+        if task == "fit":
+            return (f"fit of {where}: its train state (the optimizer's state) went with an earlier step "
+                    f"that ran out of memory ({_first_line(e)}); the weights are fine. compile() again "
+                    "to start a fresh one.")
+    model._lost_to_oom = held_lost or state_lost
+    if weights is None:  # their shapes only
+        ts = getattr(model, "_ts", None)
+        weights = ((ts.params, ts.state) if getattr(model, "_live", False) and ts is not None
+                   else (model.__dict__.get("_held_params"), model.__dict__.get("_held_state")))
+        weights = None if weights[0] is None else weights
     count, size = _count(weights)
     have = (f"The model has {count:,} parameters ({_size(size)})" if weights is not None
             else "The model is not built yet")
     holds = _HOLDS.get(task, "")
     if holds:
         batch = f"a batch of {batch_size} row{'s' if batch_size != 1 else ''}" if batch_size else "each batch"
-        have += "; " + holds.format(batch=batch, opt=_optimizer_size(model))
+        have += "; " + holds.format(batch=batch, opt=_optimizer_size(model, weights[0] if weights else None))
     what = {"build": "building the weights"}.get(task, task)
     hints = _HINTS[task]
     if getattr(getattr(model, "_compiled", None), "distribute", None) is not None:  # already split
         hints = hints.rsplit("; ", 1)[0]
     text = (f"{what} of {where} ran out of memory on the {jax.default_backend()} device "
             f"({_first_line(e)}). {have}. To need less: {hints}.")
-    if lost:
+    if held_lost:
         text += (" The failed step had taken over the weights (they are donated to each step): "
                  "they are lost with it; build the model again, or load it or a checkpoint.")
     return text
 
 
-def _weights_lost(model: Any) -> bool:
-    """Whether the arrays the model holds were deleted or carry a failed step's error."""
-    try:  # the held weights (read from the train state when they follow it), and the train state
-        trees = [(model._params, model._state) if model.built else None, getattr(model, "_ts", None)]
-        for a in jax.tree.leaves(trees):
+def _lost(model: Any) -> tuple[bool, bool]:
+    """(the weights the model holds, its train state): whether each was deleted or carries a
+    failed step's error. Reads the arrays as they are: nothing is copied or allocated."""
+    state_lost = broken(getattr(model, "_ts", None))
+    if getattr(model, "_live", False):  # the held weights are the train state's
+        return state_lost, state_lost
+    held = (model.__dict__.get("_held_params"), model.__dict__.get("_held_state"))
+    return broken(held), state_lost
+
+
+def broken(tree: Any) -> bool:
+    """Whether an array of ``tree`` was deleted (donated) or holds a failed computation's error."""
+    try:
+        for a in jax.tree.leaves(tree):
             if isinstance(a, jax.Array):
                 if a.is_deleted():
                     return True
@@ -140,13 +158,14 @@ def _count(tree: Any) -> tuple[int, int]:
     return count, size
 
 
-def _optimizer_size(model: Any) -> str:
-    """`` (N values, S)`` of the compiled optimizer's state for the held params, or ""."""
+def _optimizer_size(model: Any, params: Any) -> str:
+    """`` (N values, S)`` of the compiled optimizer's state for ``params``' shapes, or ""."""
     compiled = getattr(model, "_compiled", None)
-    if compiled is None or not model.built:
+    if compiled is None or params is None:
         return ""
     try:
-        count, size = _count(jax.eval_shape(compiled.optimizer.init, model._params))
+        shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
+        count, size = _count(jax.eval_shape(compiled.optimizer.init, shapes))
     except Exception:  # noqa: BLE001 - only a detail of an error message
         return ""
     return f" ({count:,} values, {_size(size)})"

@@ -144,8 +144,9 @@ def prepare(model: Any, x: Any, y: Any, sample_weight: Any, class_weight: Any, n
 
 def check_strict_dtypes(model: Any, x: Any, name: str = "x") -> None:
     """With ``compile(strict_dtypes=True)``: every input array of ``x`` must have the dtype of
-    the model's input (declared with ``kx.Input``, else the one the model was built for), as
-    given, before any cast (int to float, float64 to float32). In-memory arrays only; an
+    the model's input (declared with ``kx.Input``, else the one the model was built for: an
+    unbuilt model without ``kx.Input`` is built for its first data, unchecked), as given,
+    before any cast (int to float, float64 to float32). In-memory arrays only; an
     iterable's batches are not checked."""
     compiled = getattr(model, "_compiled", None)
     if compiled is None or not compiled.strict_dtypes:
@@ -163,9 +164,8 @@ def _input_dtypes(model: Any, x: Any, name: str) -> list[tuple[str, Any, str, An
     dtype = lambda a: getattr(a, "dtype", None) if hasattr(a, "shape") else None  # noqa: E731
     inputs = getattr(model.core, "inputs", None)
     if inputs is None or hasattr(inputs, "node") or not isinstance(inputs, (list, tuple, dict)):  # one input
-        declared = getattr(inputs, "dtype", None)
-        if inputs is None and getattr(model.core, "declared_input_shape", None) is not None:  # a Sequential
-            declared = getattr(model, "_input_dtype", np.float32)
+        # kx.Input(dtype=...) of a functional model or a Sequential; else what it was built for
+        declared = getattr(inputs, "dtype", None) if inputs is not None else getattr(model, "_input_dtype", None)
         spec = getattr(model, "_input_spec", None)
         want = declared if declared is not None else getattr(spec, "dtype", None)
         return [(name, dtype(x), "input", want)]

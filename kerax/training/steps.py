@@ -20,8 +20,9 @@ data set that lives on the device.
 ``on_nan``: ``"warn"`` (default) applies every update, as Keras does, and counts
 non-finite losses so the loop can report them; ``"stop"`` never applies a non-finite update
 and freezes the state from the first one on; ``"skip"`` drops non-finite updates and counts
-consecutive ones. While ``jax_debug_nans`` is on (the CLI's ``--debug-nans``), every call
-runs a program of its own that applies updates as ``"warn"`` does and donates nothing: a
+consecutive ones. While ``jax_debug_nans`` (or ``jax_debug_infs``) is on (the CLI's
+``--debug-nans``), every call runs a program of its own that applies updates as ``"warn"``
+does and donates nothing (evaluation steps too): a
 masked update would keep the NaN out of the step's outputs, where JAX looks for it, and
 JAX then re-runs the step op by op on its inputs to name the primitive that made the NaN.
 The program is picked when the step is called (JAX's compile cache does not tell the two
@@ -101,6 +102,11 @@ def _default_unroll(model: Any) -> bool | int:
     return True if uses_conv(model) else 2
 
 
+def debugging() -> bool:
+    """Whether ``jax_debug_nans`` or ``jax_debug_infs`` is on (in this thread)."""
+    return bool(jax.config.jax_debug_nans or jax.config.jax_debug_infs)
+
+
 def _where(pred: Any, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
 
@@ -138,9 +144,9 @@ class TrainStep:
         return self._program("call")
 
     def mode(self) -> tuple[bool, str]:
-        """``(debug, on_nan)``: whether ``jax_debug_nans`` is on now, and the ``on_nan`` the
-        program for it applies (``"warn"`` while debugging; see the module docstring)."""
-        debug = bool(jax.config.jax_debug_nans)
+        """``(debug, on_nan)``: whether JAX's NaN or inf checks are on now, and the ``on_nan``
+        the program for them applies (``"warn"`` while debugging; see the module docstring)."""
+        debug = debugging()
         return debug, "warn" if debug else self.on_nan
 
     def _program(self, kind: str) -> Callable:
@@ -365,12 +371,22 @@ class EvalStep:
         self.unroll = uses_conv(model) and jax.default_backend() == "cpu"
         self.distribute = distribute
         self.axis = distribute.axis_name if distribute is not None and distribute.mode == "pmap" else None
-        if self.axis is not None:
-            self.run = jax.pmap(self._run, axis_name=self.axis, donate_argnums=(2,), devices=distribute.devices)
-        else:
-            self.run = jax.jit(self._run, donate_argnums=(2,))
+        self._programs: dict = {}  # one per jax_debug_nans setting, as TrainStep keeps them
         self._call = jax.jit(self._call_impl)
         self._init_metrics = jax.jit(lambda: Packed.pack(objectives.init()))
+
+    @property
+    def run(self) -> Callable:
+        """The jitted ``_run``: the metric state donated, except while ``jax_debug_nans`` is on
+        (JAX re-runs a program with a NaN output on its inputs; see the module docstring)."""
+        debug = debugging()
+        fn = self._programs.get(debug)
+        if fn is None:
+            donate = () if debug else (2,)
+            fn = (jax.pmap(self._run, axis_name=self.axis, donate_argnums=donate, devices=self.distribute.devices)
+                  if self.axis is not None else jax.jit(self._run, donate_argnums=donate))
+            self._programs[debug] = fn
+        return fn
 
     def init_metrics(self) -> Packed:
         """``evaluate``'s metric state, packed as ``TrainStep.init_metrics``'s."""

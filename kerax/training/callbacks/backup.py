@@ -7,8 +7,9 @@ backup exists, it is restored into ``model._ts`` and the loop continues at the n
 (or the next batch of the interrupted epoch), so the result equals an uninterrupted run
 (bitwise on CPU with the same ``fit(seed=...)``). A ``fit`` that ends normally deletes the
 backup (``delete_checkpoint=True``); one that ends in an exception, or with a non-finite
-loss, keeps it. An epoch that ends with a non-finite loss is not backed up: the backup
-stays that of the last epoch that ended with finite weights.
+loss, keeps it. An epoch that ends with a non-finite loss is not backed up at its end: the
+epoch-end backup stays that of the last epoch that ended well (mid-epoch backups are not
+checked).
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ class BackupAndRestore(Callback):
     def on_epoch_end(self, epoch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not _isfinite(loss):
-            # Not a state to resume from: NaN weights (on_nan="warn"), or an epoch stopped or
-            # skipped part-way (its loss is NaN then). The last backup stays the newest.
+            # Not a state to resume from: NaN weights (on_nan="warn"), an epoch stopped part-way
+            # or one whose every step was skipped (its loss is NaN then). The last one stays.
             return
         self._backup({"epoch": epoch, "batch": None, "metrics": _finite(logs)})
 
