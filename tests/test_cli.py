@@ -276,6 +276,19 @@ def test_c11_a_non_finite_loss_fails_the_run_and_keeps_the_last_good_backup(tmp_
     np.testing.assert_array_equal(backup["params/dense/kernel"], one.params["dense"]["kernel"])
 
 
+def test_an_infinite_test_loss_is_written_as_strict_json(tmp_path):
+    """One SGD step at rate 1e30 is finite; the held-out loss of its weights overflows."""
+    code, stdout, stderr = _run_main(["train", "regression_hello", "-q", "--set", "compile.optimizer.learning_rate=1e30",
+                                      "fit.epochs=1", "-o", str(tmp_path)])
+    assert code == 0, stderr
+    assert "test_loss: inf" in stdout
+
+    def refuse(constant):
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    assert json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse) == {"test_loss": "inf"}
+
+
 @pytest.mark.filterwarnings("ignore:epoch .* had a non-finite loss")  # on_nan: warn reports each epoch
 @pytest.mark.parametrize("mode", ["warn", "skip"])
 def test_c11_the_other_on_nan_modes_fail_the_run_too_and_say_what_happened(tmp_path, mode):

@@ -95,3 +95,16 @@ def test_on_nan_skip_never_applies_and_raises_after_limit():
     with pytest.raises(errors.NonFiniteLossError, match=r"2 consecutive steps had a non-finite loss .*max_consecutive_nonfinite=2"):
         model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, seed=0)
     assert all(np.all(np.isfinite(a)) for a in jax.tree.leaves(model._ts.params))
+
+
+def test_skipped_steps_is_logged_every_epoch_so_the_history_lists_align():
+    x, y = _blobs(n=32)
+    model = _mlp()
+    model.compile(optimizer="sgd", loss=SCCE, on_nan="skip")
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, seed=0)
+    x[20] = np.nan
+    history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, seed=0)
+    assert history.history["skipped_steps"] == [1.0, 1.0]
+    clean = _mlp()
+    clean.compile(optimizer="sgd", loss=SCCE, on_nan="skip")
+    assert clean.fit(_blobs(n=32)[0], y, batch_size=16, epochs=2, verbose=0, seed=0).history["skipped_steps"] == [0.0, 0.0]

@@ -359,7 +359,8 @@ def _write_records(out: Path, history: dict, test: dict | None, name: str) -> No
     hist = _jsonable(history)
     (out / "history.json").write_text(json.dumps(hist, indent=1) + "\n")
     if test is not None:
-        (out / "metrics.json").write_text(json.dumps(test, indent=1) + "\n")
+        finite = {k: v if math.isfinite(v) else str(v) for k, v in test.items()}  # strict JSON, as history.json
+        (out / "metrics.json").write_text(json.dumps(finite, indent=1) + "\n")
     keys = list(hist)
     with open(out / "history.csv", "w", newline="") as f:
         writer = csv.writer(f)

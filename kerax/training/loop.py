@@ -319,7 +319,7 @@ class _Trainer:
         bad = float(np.asarray(counts).reshape(-1, 2)[0, 0])
         if bad and self.step.on_nan == "warn":
             warnings.warn(f"epoch {epoch + 1}: {int(bad)} step(s) had a non-finite loss or gradient", stacklevel=4)
-        if bad and self.step.on_nan == "skip":
+        if self.step.on_nan == "skip":  # every epoch, 0 included: History's lists stay aligned
             logs["skipped_steps"] = bad
         self.progress = progress
         return logs, halted
