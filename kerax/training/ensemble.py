@@ -55,7 +55,7 @@ from kerax.training.ensemble_predict import (  # noqa: F401 - held: also this mo
     unroll_default,
 )
 from kerax.training.objectives import NAN_KEY
-from kerax.training.steps import TrainStep, release_free_heap
+from kerax.training.steps import PerMode, TrainStep, release_free_heap
 from kerax.training.train_state import TrainState
 from kerax.utils import default_seed
 
@@ -98,17 +98,17 @@ def vmap_train_step(train_step: TrainStep, *, shared_batch: bool = True,
                                  f"{type(train_step.distribute).__name__}")
     unroll = unroll_default(train_step.model) if unroll is None else unroll
     names = train_step.objectives.log_names()
-    programs: dict = {}  # one per jax_debug_nans setting, as TrainStep keeps them
+
+    def make(debug: bool) -> Callable:
+        call = functools.partial(train_step._call_impl, on_nan=train_step.on_nan_for(debug))
+        return jax.jit(member_map(call, (0, None if shared_batch else 0), unroll), donate_argnums=() if debug else (0,))
+
+    programs = PerMode(make)
 
     def step(ts: TrainState, batch: Any) -> tuple[TrainState, dict]:
         batch = tuple(batch) if isinstance(batch, list) else batch
         _check_step_inputs(ts, batch, shared_batch)
-        debug, on_nan = train_step.mode()
-        if debug not in programs:
-            mapped = member_map(functools.partial(train_step._call_impl, on_nan=on_nan),
-                                (0, None if shared_batch else 0), unroll)
-            programs[debug] = jax.jit(mapped, donate_argnums=() if debug else (0,))
-        ts, logs = programs[debug](ts, batch)
+        ts, logs = programs.get()(ts, batch)
         return ts, {k: logs[k] for k in names if k in logs}
 
     return step
@@ -145,18 +145,17 @@ class EnsembleStep:
     def __init__(self, step: TrainStep) -> None:
         self.step, self.objectives = step, step.objectives
         self._unroll = unroll_default(step.model)
-        self._programs: dict = {}  # one per jax_debug_nans setting, as TrainStep keeps them
+        self._runs = PerMode(self._make_run)
         self._compute = jax.jit(jax.vmap(self.objectives.compute))
 
     @property
     def run(self) -> Callable:
-        """The members' jitted ``TrainStep._run`` for the current ``jax_debug_nans`` setting."""
-        debug, on_nan = self.step.mode()
-        if debug not in self._programs:
-            one = functools.partial(self.step._run, mask=None, on_nan=on_nan)
-            self._programs[debug] = jax.jit(member_map(one, (0, 0, None, 0), self._unroll),
-                                            donate_argnums=() if debug else (0, 1))
-        return self._programs[debug]
+        """The members' jitted ``TrainStep._run`` for the current debugging setting."""
+        return self._runs.get()
+
+    def _make_run(self, debug: bool) -> Callable:
+        one = functools.partial(self.step._run, mask=None, on_nan=self.step.on_nan_for(debug))
+        return jax.jit(member_map(one, (0, 0, None, 0), self._unroll), donate_argnums=() if debug else (0, 1))
 
     def init_metrics(self, members: int, frozen: np.ndarray | None = None) -> dict:
         """Fresh metric states for an epoch, (N, ...) each. ``frozen`` (N,) bool marks the

@@ -187,7 +187,8 @@ def _error_at_callers_shapes(model: Any, x: Any) -> Exception | None:
     raises while the batch is traced shows a batch size the caller never passed: ``(32,
     5)`` for a ``(2, 5)`` input, ``(32, 8, 3)`` for one unbatched ``(8, 8, 3)`` image. Only
     after such an error is the model traced again on ``x``'s own shapes."""
-    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype), x)
+    dtype = lambda a: a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype  # noqa: E731
+    spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), dtype(a)), x)
     try:
         jax.eval_shape(lambda p, s, v: model.apply(p, s, v, training=False)[0], model.params, model.state, spec)
     except errors.KeraxError as e:

@@ -466,8 +466,9 @@ def _ensure_train_state(model: Any, compiled: setup.CompileConfig, seed: int) ->
     ts = getattr(model, "_ts", None)
     if ts is not None and model._live and ts.tx is compiled.optimizer:
         return  # the held weights are still the train state's: nothing was assigned since
-    if (ts is not None and ts.tx is compiled.optimizer and jax.tree.structure(ts.params) == jax.tree.structure(model._params)
-            and not broken(ts.opt_state)):  # a step that ran out of memory took it: start afresh
+    reusable = (ts is not None and ts.tx is compiled.optimizer
+                and jax.tree.structure(ts.params) == jax.tree.structure(model._params))
+    if reusable and not broken(ts.opt_state):  # a step that ran out of memory took it: start afresh
         model._ts = ts.replace(params=_copy(model._params), state=_copy(model._state))
         return
     # The key is fold_in(key(seed), 1): the init used the seed's own key.

@@ -266,9 +266,10 @@ def to_device(data: ArrayData, what: str = "the training data") -> tuple:
     and its size when they do not fit)."""
     from kerax.training.memory import data_hints
 
-    put = lambda t: None if t is None else jax.device_put(t)
+    put = lambda t: None if t is None else jax.device_put(t)  # noqa: E731
+    sw = None if data.sample_weight is None else np.asarray(data.sample_weight, np.float32)
     with data_hints(what, nbytes(data)):
-        return put(data.x), put(data.y), put(None if data.sample_weight is None else np.asarray(data.sample_weight, np.float32))
+        return put(data.x), put(data.y), put(sw)
 
 
 def host_logs(logs: dict) -> dict:

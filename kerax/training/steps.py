@@ -22,11 +22,11 @@ non-finite losses so the loop can report them; ``"stop"`` never applies a non-fi
 and freezes the state from the first one on; ``"skip"`` drops non-finite updates and counts
 consecutive ones. While ``jax_debug_nans`` (or ``jax_debug_infs``) is on (the CLI's
 ``--debug-nans``), every call runs a program of its own that applies updates as ``"warn"``
-does and donates nothing (evaluation steps too): a
-masked update would keep the NaN out of the step's outputs, where JAX looks for it, and
-JAX then re-runs the step op by op on its inputs to name the primitive that made the NaN.
-The program is picked when the step is called (JAX's compile cache does not tell the two
-modes apart), so turning the flag on or off between calls takes effect.
+does and donates nothing (evaluation steps too): a masked update would keep the NaN out of
+the step's outputs, where JAX looks for it, and JAX then re-runs the step op by op on its
+inputs to name the primitive that made the NaN. The program is picked when the step is
+called (:class:`PerMode`; JAX's compile cache does not tell the two modes apart), so
+turning the flag on or off between calls takes effect.
 """
 
 from __future__ import annotations
@@ -107,6 +107,21 @@ def debugging() -> bool:
     return bool(jax.config.jax_debug_nans or jax.config.jax_debug_infs)
 
 
+class PerMode:
+    """A compiled step's program for the current :func:`debugging` setting: ``make(debug)``
+    builds it on first use (see the module docstring); ``get()`` picks it at each call."""
+
+    def __init__(self, make: Callable[[bool], Callable]) -> None:
+        self._make, self._programs = make, {}
+
+    def get(self) -> Callable:
+        debug = debugging()
+        fn = self._programs.get(debug)
+        if fn is None:
+            fn = self._programs[debug] = self._make(debug)
+        return fn
+
+
 def _where(pred: Any, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
 
@@ -130,38 +145,34 @@ class TrainStep:
         check_dp(dp, model, distribute)
         self.dp = dp  # kx.privacy.DPSGD or None
         self.axis = distribute.axis_name if distribute is not None and distribute.mode == "pmap" else None
-        self._programs: dict = {}  # (kind, jax_debug_nans) -> jitted function; see the module docstring
+        self._runs, self._calls = PerMode(self._make_run), PerMode(self._make_call)
         self._init_metrics = jax.jit(lambda: Packed.pack(objectives.init()))  # one call, not one per leaf
         self._precompiled: set = set()  # the shapes precompile has compiled for
 
     @property
     def run(self) -> Callable:
-        """The jitted ``_run`` for the current ``jax_debug_nans`` setting."""
-        return self._program("run")
+        """The jitted ``_run`` for the current :func:`debugging` setting."""
+        return self._runs.get()
 
     @property
     def _call(self) -> Callable:
-        return self._program("call")
+        return self._calls.get()
 
-    def mode(self) -> tuple[bool, str]:
-        """``(debug, on_nan)``: whether JAX's NaN or inf checks are on now, and the ``on_nan``
-        the program for them applies (``"warn"`` while debugging; see the module docstring)."""
-        debug = debugging()
-        return debug, "warn" if debug else self.on_nan
+    def on_nan_for(self, debug: bool) -> str:
+        """The ``on_nan`` a program applies: ``"warn"`` while debugging (module docstring)."""
+        return "warn" if debug else self.on_nan
 
-    def _program(self, kind: str) -> Callable:
-        debug, on_nan = self.mode()
-        fn = self._programs.get((kind, debug))
-        if fn is None:
-            if kind == "call":
-                fn = jax.jit(functools.partial(self._call_impl, on_nan=on_nan), donate_argnums=() if debug else (0,))
-            elif self.axis is not None:
-                fn = jax.pmap(functools.partial(self._run, on_nan=on_nan), axis_name=self.axis,
-                              donate_argnums=() if debug else (0, 1), devices=self.distribute.devices)
-            else:  # the packed metric state is not donated: it is what the loop waits on
-                fn = jax.jit(functools.partial(self._run, on_nan=on_nan), donate_argnums=() if debug else (0,))
-            self._programs[(kind, debug)] = fn
-        return fn
+    def _make_run(self, debug: bool) -> Callable:
+        run = functools.partial(self._run, on_nan=self.on_nan_for(debug))
+        if self.axis is not None:
+            return jax.pmap(run, axis_name=self.axis, donate_argnums=() if debug else (0, 1),
+                            devices=self.distribute.devices)
+        # the packed metric state is not donated: it is what the loop waits on
+        return jax.jit(run, donate_argnums=() if debug else (0,))
+
+    def _make_call(self, debug: bool) -> Callable:
+        call = functools.partial(self._call_impl, on_nan=self.on_nan_for(debug))
+        return jax.jit(call, donate_argnums=() if debug else (0,))
 
     def init_metrics(self) -> Packed:
         """The fit loop's metric state: packed (``kerax.training.packed``), one vector per dtype."""
@@ -371,22 +382,21 @@ class EvalStep:
         self.unroll = uses_conv(model) and jax.default_backend() == "cpu"
         self.distribute = distribute
         self.axis = distribute.axis_name if distribute is not None and distribute.mode == "pmap" else None
-        self._programs: dict = {}  # one per jax_debug_nans setting, as TrainStep keeps them
+        self._runs = PerMode(self._make_run)
         self._call = jax.jit(self._call_impl)
         self._init_metrics = jax.jit(lambda: Packed.pack(objectives.init()))
 
     @property
     def run(self) -> Callable:
-        """The jitted ``_run``: the metric state donated, except while ``jax_debug_nans`` is on
-        (JAX re-runs a program with a NaN output on its inputs; see the module docstring)."""
-        debug = debugging()
-        fn = self._programs.get(debug)
-        if fn is None:
-            donate = () if debug else (2,)
-            fn = (jax.pmap(self._run, axis_name=self.axis, donate_argnums=donate, devices=self.distribute.devices)
-                  if self.axis is not None else jax.jit(self._run, donate_argnums=donate))
-            self._programs[debug] = fn
-        return fn
+        """The jitted ``_run``: the metric state donated, except while debugging (JAX re-runs
+        a program with a NaN output on its inputs; see the module docstring)."""
+        return self._runs.get()
+
+    def _make_run(self, debug: bool) -> Callable:
+        donate = () if debug else (2,)
+        if self.axis is not None:
+            return jax.pmap(self._run, axis_name=self.axis, donate_argnums=donate, devices=self.distribute.devices)
+        return jax.jit(self._run, donate_argnums=donate)
 
     def init_metrics(self) -> Packed:
         """``evaluate``'s metric state, packed as ``TrainStep.init_metrics``'s."""
